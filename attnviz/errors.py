@@ -1,0 +1,34 @@
+"""The project's error types.
+
+Every user-facing failure is raised as an :class:`AttnvizError` subclass so that the web page,
+the command line and the Python API can turn it into one readable message without guessing.
+"""
+from __future__ import annotations
+
+
+class AttnvizError(Exception):
+    """Base class: the message is meant to be shown to the user as is."""
+
+
+class ImageDecodeError(AttnvizError):
+    """The input could not be turned into an RGB image (unreadable, unsupported, too large)."""
+
+
+class ModelNotFoundError(AttnvizError):
+    """A model name is not in the registry."""
+
+
+class WeightsUnavailableError(AttnvizError):
+    """A model's weights are not on this machine (nothing is downloaded at run time)."""
+
+
+class CheckpointError(AttnvizError):
+    """A checkpoint file was refused or does not fit the chosen architecture."""
+
+
+class TargetError(AttnvizError):
+    """The requested target class or layer does not exist for a model."""
+
+
+class LimitExceededError(AttnvizError):
+    """A request asked for more than the server allows (models per request, time, size)."""

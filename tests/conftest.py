@@ -1,0 +1,32 @@
+"""Shared test setup: offline environment, the optional ../shared reference folder, hook counting."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED = PROJECT_ROOT.parent / "shared"
+REFERENCE_JSON = SHARED / "reference" / "official_state_dicts.json"
+OUTPUT_DIR = Path(os.environ.get("ATTNVIZ_TEST_OUTPUT", PROJECT_ROOT / "test-output"))
+
+
+def count_hooks(model: torch.nn.Module) -> int:
+    """Forward, pre-forward and backward hooks attached anywhere in ``model``."""
+    total = 0
+    for m in model.modules():
+        total += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        total += len(getattr(m, "_backward_pre_hooks", {}))
+    return total
+
+
+@pytest.fixture(scope="session")
+def output_dir() -> Path:
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    return OUTPUT_DIR
