@@ -1,0 +1,25 @@
+"""attnviz: see what attention modules change in a CNN.
+
+Python API::
+
+    from attnviz import explain, compare
+    e = explain("cbam", image)                  # one model: predictions, CAMs, attention maps
+    c = compare(["baseline", "se", "cbam"], image)
+
+Results are plain dataclasses (:mod:`attnviz.results`) holding numpy arrays.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["explain", "compare", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `attnviz --help` and `attnviz.errors` should not pay for importing torch.
+    if name in ("explain", "compare"):
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'attnviz' has no attribute {name!r}")

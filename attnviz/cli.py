@@ -1,0 +1,154 @@
+"""The ``attnviz`` command line (also ``python -m attnviz``): serve, explain, models, train, eval, bench.
+
+Each subcommand is a thin wrapper over the same functions the web page uses. User errors print one
+line to stderr and exit with status 2; an unexpected crash exits with 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import AttnvizError
+
+EXIT_USER_ERROR = 2
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .ui import launch
+
+    launch(host=args.host, port=args.port, models=args.models, share=False)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .zoo import all_specs
+
+    specs = all_specs()
+    if not specs:
+        print("No models registered.")
+        return 0
+    width = max(len(s.name) for s in specs)
+    for spec in specs:
+        if spec.weights.available():
+            status = "available offline"
+            if spec.card.get("test_accuracy") is not None:
+                status += f", test accuracy {spec.card['test_accuracy']:.1%}"
+        else:
+            status = f"not downloaded — {spec.weights.download_hint or 'weights missing'}"
+        print(f"{spec.name:<{width}}  {spec.display_name:<24} {spec.source:<12} {status}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .batch import explain_paths
+
+    return explain_paths(args.images, out_dir=Path(args.out), models=args.models, methods=args.methods,
+                         target=args.target, layer=args.layer, progress=not args.quiet,
+                         arch=args.arch, checkpoint=args.checkpoint, classes=args.classes)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import RECIPE, ZOO_ATTENTION, train_variant
+
+    recipe = dict(RECIPE)
+    if args.epochs is not None:
+        recipe["epochs"] = args.epochs
+    if args.scenes is not None:
+        recipe["train_scenes"] = args.scenes
+    kinds = ZOO_ATTENTION if args.attention == ["all"] else args.attention
+    for kind in kinds:
+        train_variant(kind, Path(args.out), recipe, progress=not args.quiet)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import run_eval
+
+    run_eval(models=args.models, n=args.n, seed=args.seed, out=Path(args.out), progress=not args.quiet,
+             methods=args.methods)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "cam_engine.py"
+    if not script.is_file():
+        raise AttnvizError("benchmarks/cam_engine.py is not in this installation (it ships with the source tree).")
+    sys.argv = [str(script), "--repeats", str(args.repeats)]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attnviz", description="See what attention modules change in a CNN.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="start the web page")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--models", type=_csv, default=None, help="comma-separated default selection")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("explain", help="grids + predictions for images or folders")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--models", type=_csv, default=None, help="comma-separated (default: the bundled zoo)")
+    p.add_argument("--methods", type=_csv, default=["gradcam", "gradcam++"])
+    p.add_argument("--target", default=None, help="class name or index (default: each model's top-1)")
+    p.add_argument("--layer", default=None, help="CAM layer, e.g. layer2 (default: each model's own)")
+    p.add_argument("--out", default="attnviz-out", help="output folder")
+    p.add_argument("--arch", default=None, help="architecture for --checkpoint")
+    p.add_argument("--checkpoint", default=None, help=".safetensors or .pth checkpoint (weights only)")
+    p.add_argument("--classes", default=None, help="class names: .txt (one per line) or .json")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("models", help="list the registry and what is available offline")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train bundled-zoo variants with the shared recipe")
+    p.add_argument("--attention", type=_csv, default=["all"],
+                   help="comma-separated: none,se,eca,cbam,triplet,coord (default: all)")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "models" / "weights"))
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--scenes", type=int, default=None, help="training scenes (default: the recipe's)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="localisation and faithfulness metrics on held-out scenes")
+    p.add_argument("--models", type=_csv, default=None)
+    p.add_argument("--methods", type=_csv, default=["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"])
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", default="docs")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="CAM engine vs pytorch-grad-cam benchmark")
+    p.add_argument("--repeats", type=int, default=15)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AttnvizError as exc:
+        print(f"attnviz: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("attnviz: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

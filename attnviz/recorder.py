@@ -1,0 +1,246 @@
+"""Record what every attention module computes, through forward hooks on its gate submodules.
+
+``with record_attention(model) as rec: model(x)`` attaches one hook per gate (sigmoid/softmax module)
+of every recognised attention module, and removes them all on exit — also when the forward raises.
+``rec.maps()`` turns the raw gate outputs into named, displayable :class:`AttentionMap` objects and
+``rec.stage_summaries()`` averages them per stage. Each attention type contributes one adapter; adding
+a type means adding an adapter class to ``ADAPTERS``.
+"""
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.attention import CBAM, CoordAtt, ECALayer, SELayer, TripletAttention
+
+from .results import AttentionMap
+
+Records = dict[str, np.ndarray]  # gate name -> first sample's gate output (float32)
+
+
+def _spatial(block: str, stage: str, kind: str, name: str, data: np.ndarray, note: str) -> AttentionMap:
+    return AttentionMap(block, stage, kind, name, "spatial", np.asarray(data, np.float32), ("H", "W"), note)
+
+
+class Adapter:
+    """How to find the gates of one attention type and what its recorded maps mean."""
+
+    attention = ""
+    module_types: tuple[type, ...] = ()
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        raise NotImplementedError
+
+
+class ChannelGateAdapter(Adapter):
+    """SE / ECA: one sigmoid over channels."""
+
+    def __init__(self, attention: str, module_type: type, gate: Callable[[nn.Module], nn.Module]) -> None:
+        self.attention, self.module_types, self._gate = attention, (module_type,), gate
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        return {"channel": self._gate(module)}
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        weights = rec["channel"].reshape(-1)
+        return [AttentionMap(block, stage, self.attention, "channel", "channel", weights, ("C",),
+                             "sigmoid channel weights (one per channel)")]
+
+
+class CBAMAdapter(Adapter):
+    attention, module_types = "cbam", (CBAM,)
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        found = {"channel": module.ChannelGate.gate}
+        if not module.no_spatial:
+            found["spatial"] = module.SpatialGate.gate
+        return found
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        out = [AttentionMap(block, stage, "cbam", "channel", "channel", rec["channel"].reshape(-1), ("C",),
+                            "channel gate: sigmoid(MLP(avg) + MLP(max))")]
+        if "spatial" in rec:
+            out.append(_spatial(block, stage, "cbam", "spatial", rec["spatial"][0],
+                                "spatial gate: sigmoid(BN(conv7x7([max, mean])))"))
+        return out
+
+
+class TripletAdapter(Adapter):
+    """Three rotated branches; each is also projected onto the H x W plane so they can be compared."""
+
+    attention, module_types = "triplet", (TripletAttention,)
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        found = {"cw": module.ChannelGateH.gate, "hc": module.ChannelGateW.gate}
+        if not module.no_spatial:
+            found["hw"] = module.SpatialGate.gate
+        return found
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        cw = rec["cw"][0]            # (C, W): branch rotated so H is pooled
+        hc = rec["hc"][0]            # (H, C): branch rotated so W is pooled
+        h, w = hc.shape[0], cw.shape[1]
+        # Each branch multiplies x[c, h, w] by a weight; averaging that weight over channels gives its H x W effect.
+        cw_hw = np.broadcast_to(cw.mean(axis=0)[None, :], (h, w))
+        hc_hw = np.broadcast_to(hc.mean(axis=1)[:, None], (h, w))
+        branches = [cw_hw, hc_hw]
+        out = [
+            AttentionMap(block, stage, "triplet", "branch C-W", "matrix", cw, ("C", "W"),
+                         "ChannelGateH (pools over H): weight per (channel, column)"),
+            AttentionMap(block, stage, "triplet", "branch H-C", "matrix", hc, ("H", "C"),
+                         "ChannelGateW (pools over W): weight per (row, channel)"),
+            _spatial(block, stage, "triplet", "branch C-W on HxW", cw_hw, "ChannelGateH weight averaged over channels"),
+            _spatial(block, stage, "triplet", "branch H-C on HxW", hc_hw, "ChannelGateW weight averaged over channels"),
+        ]
+        if "hw" in rec:
+            hw = rec["hw"][0, 0] if rec["hw"].ndim == 4 else rec["hw"][0]
+            branches.append(hw)
+            out.append(_spatial(block, stage, "triplet", "branch H-W", hw, "SpatialGate (pools over C)"))
+        mean = np.mean(np.stack(branches), axis=0)
+        out.append(_spatial(block, stage, "triplet", "mean", mean,
+                            "mean of the branches' weights, averaged over channels (the module's effective spatial weight)"))
+        return out
+
+
+class CoordAdapter(Adapter):
+    attention, module_types = "coord", (CoordAtt,)
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        return {"a_h": module.gate_h, "a_w": module.gate_w}
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        a_h = rec["a_h"][:, :, 0]      # (C, H)
+        a_w = rec["a_w"][:, 0, :]      # (C, W)
+        product = np.einsum("ch,cw->hw", a_h, a_w) / a_h.shape[0]  # channel mean of a_h * a_w
+        return [
+            AttentionMap(block, stage, "coord", "h_profile", "profile_h", a_h.mean(axis=0), ("H",),
+                         "a_h averaged over channels"),
+            AttentionMap(block, stage, "coord", "w_profile", "profile_w", a_w.mean(axis=0), ("W",),
+                         "a_w averaged over channels"),
+            AttentionMap(block, stage, "coord", "a_h", "matrix", a_h, ("C", "H"), "height gate per channel"),
+            AttentionMap(block, stage, "coord", "a_w", "matrix", a_w, ("C", "W"), "width gate per channel"),
+            _spatial(block, stage, "coord", "ca_product", product, "a_h x a_w, averaged over channels"),
+        ]
+
+
+ADAPTERS: list[Adapter] = [
+    ChannelGateAdapter("se", SELayer, lambda m: m.gate),
+    ChannelGateAdapter("eca", ECALayer, lambda m: m.gate),
+    CBAMAdapter(),
+    TripletAdapter(),
+    CoordAdapter(),
+]
+
+
+def register_adapter(adapter: Adapter) -> None:
+    """Let another package (timm/torchvision sources) teach the recorder a new gate layout."""
+    ADAPTERS.append(adapter)
+
+
+def _adapter_for(module: nn.Module) -> Adapter | None:
+    for adapter in ADAPTERS:
+        if adapter.module_types and isinstance(module, adapter.module_types):
+            return adapter
+    return None
+
+
+_STAGE_RE = re.compile(r"(?:^|\.)(layer\d+)(?:\.|$)")
+
+
+def _stage_of(block: str, rec: Records, maps: list[AttentionMap]) -> str:
+    match = _STAGE_RE.search(block)
+    if match:
+        return match.group(1)
+    spatial = next((m for m in maps if m.layout == "spatial"), None)
+    if spatial is not None:
+        return f"{spatial.data.shape[0]}x{spatial.data.shape[1]}"
+    return ""
+
+
+class AttentionRecording:
+    """Hooks on every gate of every recognised attention module of one model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.modules: list[tuple[str, nn.Module, Adapter]] = [
+            (name, m, a) for name, m in model.named_modules() if (a := _adapter_for(m)) is not None]
+        self._records: dict[str, Records] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def attach(self) -> None:
+        for name, module, adapter in self.modules:
+            self._records[name] = {}
+            for gate_name, gate in adapter.gates(module).items():
+                self._handles.append(gate.register_forward_hook(self._hook(name, gate_name)))
+
+    def _hook(self, block: str, gate_name: str):
+        store = self._records[block]
+
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            store[gate_name] = output[0:1].detach().to(torch.float32).cpu().numpy()[0].copy()
+        return hook
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def clear(self) -> None:
+        for rec in self._records.values():
+            rec.clear()
+
+    def maps(self) -> list[AttentionMap]:
+        out: list[AttentionMap] = []
+        for name, _module, adapter in self.modules:
+            rec = self._records.get(name) or {}
+            if not rec:
+                continue
+            block_maps = adapter.maps(name, "", rec)
+            stage = _stage_of(name, rec, block_maps)
+            out.extend(AttentionMap(m.block, stage, m.attention, m.name, m.layout, m.data, m.axes, m.note)
+                       for m in block_maps)
+        return out
+
+
+# The one map per block that the stage summary averages: its effective spatial weight.
+SUMMARY_SPATIAL = {"cbam": "spatial", "triplet": "mean", "coord": "ca_product"}
+
+
+def stage_summaries(maps: list[AttentionMap]) -> list[AttentionMap]:
+    """Per stage: mean effective spatial map over its blocks, and mean channel weights (where shapes agree)."""
+    by_stage: dict[tuple[str, str], list[AttentionMap]] = {}
+    for m in maps:
+        by_stage.setdefault((m.stage, m.attention), []).append(m)
+    out = []
+    for (stage, kind), group in by_stage.items():
+        spatial = [m.data for m in group if m.layout == "spatial" and m.name == SUMMARY_SPATIAL.get(kind)]
+        shapes = {s.shape for s in spatial}
+        if spatial and len(shapes) == 1:
+            out.append(AttentionMap(stage, stage, kind, "spatial (stage mean)", "spatial",
+                                    np.mean(np.stack(spatial), axis=0).astype(np.float32), ("H", "W"),
+                                    f"mean of {len(spatial)} block maps"))
+        channel = [m.data for m in group if m.layout == "channel"]
+        if channel and len({c.shape for c in channel}) == 1:
+            out.append(AttentionMap(stage, stage, kind, "channel (stage mean)", "channel",
+                                    np.mean(np.stack(channel), axis=0).astype(np.float32), ("C",),
+                                    f"mean of {len(channel)} blocks' channel weights"))
+    return out
+
+
+@contextmanager
+def record_attention(model: nn.Module) -> Iterator[AttentionRecording]:
+    """Attach gate hooks for the duration of the block; they are removed even if the block raises."""
+    recording = AttentionRecording(model)
+    try:
+        recording.attach()
+        yield recording
+    finally:
+        recording.detach()

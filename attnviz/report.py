@@ -1,0 +1,114 @@
+"""What a comparison leaves behind: a JSON report, the raw maps as ``.npz``, CSV rows of predictions.
+
+The web page's downloads and the command line's output folder are written by these same functions.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .results import Comparison, Explanation
+
+PACKAGES = ("torch", "torchvision", "gradio", "grad-cam", "numpy", "opencv-python-headless", "safetensors", "timm")
+
+
+@lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    versions = {"attnviz": __version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def explanation_record(e: Explanation) -> dict:
+    return {
+        "model": e.model,
+        "display_name": e.display_name,
+        "attention": e.attention,
+        "weights_sha256": e.weights_sha256,
+        "layer": e.layer,
+        "target": {"index": e.target.index, "label": e.target.label, "probability": round(e.target.probability, 6)},
+        "predictions": [{"index": p.index, "label": p.label, "probability": round(p.probability, 6)}
+                        for p in e.predictions],
+        "methods": list(e.cams),
+        "cam_peak_xy": {m: _peak(c.heatmap) for m, c in e.cams.items()},
+        "attention_maps": len(e.attention_maps),
+        "timings_ms": {k: round(v, 2) for k, v in e.timings.items()},
+        "warnings": e.warnings,
+    }
+
+
+def _peak(heat: np.ndarray) -> list[int]:
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return [int(x), int(y)]
+
+
+def report_dict(comparison: Comparison, scores: dict[str, dict[str, dict[str, float]]] | None = None,
+                source: str = "") -> dict:
+    """The JSON report: models, weights hashes, target, methods, predictions, timings, versions."""
+    return {
+        "attnviz_report": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "image_size": list(comparison.image.shape[:2]),
+        "target_request": comparison.target_request,
+        "methods": list(comparison.methods),
+        "models": [explanation_record(e) for e in comparison.explanations],
+        "localisation": scores or {},
+        "timings_ms": {k: round(v, 2) for k, v in comparison.timings.items()},
+        "versions": package_versions(),
+    }
+
+
+def report_json(comparison: Comparison, scores=None, source: str = "") -> str:
+    return json.dumps(report_dict(comparison, scores, source), indent=2)
+
+
+def maps_npz_bytes(comparison: Comparison) -> bytes:
+    """Every CAM (normalised, raw, layer resolution) and attention map, keyed ``model/kind/name``."""
+    arrays: dict[str, np.ndarray] = {"input": comparison.image}
+    for e in comparison.explanations:
+        if e.image is not None:
+            arrays[f"{e.model}/input"] = e.image
+        arrays[f"{e.model}/logits"] = e.logits
+        for m, c in e.cams.items():
+            arrays[f"{e.model}/cam/{m}/heatmap"] = c.heatmap
+            arrays[f"{e.model}/cam/{m}/raw"] = c.raw
+            arrays[f"{e.model}/cam/{m}/layer"] = c.layer_map
+        for a in e.attention_maps + e.stage_summaries:
+            arrays[f"{e.model}/attention/{a.block}/{a.name}"] = a.data
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+PREDICTION_COLUMNS = ["image", "model", "rank", "label", "probability", "target", "target_probability"]
+
+
+def prediction_rows(comparison: Comparison, image_name: str = "") -> list[dict]:
+    rows = []
+    for e in comparison.explanations:
+        for rank, p in enumerate(e.predictions, start=1):
+            rows.append({"image": image_name, "model": e.model, "rank": rank, "label": p.label,
+                         "probability": round(p.probability, 6), "target": e.target.label,
+                         "target_probability": round(e.target.probability, 6)})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)

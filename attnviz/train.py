@@ -1,0 +1,285 @@
+"""Train one compact-zoo variant with the shared recipe: same seed, data, schedule, augmentation, epochs.
+
+The recipe is data (:data:`RECIPE`); the model card records it so any variant can be retrained and
+compared. The data stream is deterministic: the training scenes come from ``synth.generate`` with a
+fixed seed, the epoch order and augmentation draws from one seeded ``torch.Generator``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import models
+
+from . import synth
+from .specs import IMAGENET_MEAN, IMAGENET_STD
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Seeds are split by purpose so a test seed can never leak into training.
+TRAIN_SEED = 1
+VAL_SEED = 2
+TEST_SEED = 3          # the model card's accuracy; the README invites re-measuring on any other seed
+EVAL_SEED = 4          # localisation / faithfulness metrics (docs/results.md)
+EXAMPLES_SEED = 5      # the page's example gallery
+
+RECIPE: dict = {
+    "train_scenes": 48_000,
+    "val_scenes": 2_000,
+    "test_scenes": 5_000,
+    "image_size": synth.IMAGE_SIZE,
+    "epochs": 3,
+    "batch_size": 64,
+    "optimizer": "SGD(momentum=0.9, nesterov=True)",
+    "lr": 0.1,
+    "schedule": "linear warm-up 300 steps, cosine to 0",
+    "weight_decay": 5e-4,
+    "label_smoothing": 0.05,
+    "augmentation": "random horizontal flip, random translation +-8 px (reflect pad), brightness/contrast jitter 0.15",
+    "torch_seed": 0,
+    "train_seed": TRAIN_SEED,
+    "val_seed": VAL_SEED,
+    "test_seed": TEST_SEED,
+    "threads": 2,
+}
+
+
+def cache_dir() -> Path:
+    """Where generated scenes are kept between runs (not in git)."""
+    root = os.environ.get("ATTNVIZ_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
+                                                           "attnviz")
+    path = Path(root) / "scenes"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cached_scenes(n: int, seed: int, size: int, progress: bool = False) -> synth.Scenes:
+    """``synth.generate(n, seed, size)`` memoised on disk (generation is deterministic, so this is safe)."""
+    path = cache_dir() / f"scenes-v{synth.VERSION}-s{seed}-n{n}-px{size}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return synth.Scenes(images=z["images"], labels=z["labels"], masks=z["masks"], boxes=z["boxes"],
+                                class_names=tuple(synth.CLASS_NAMES), seed=seed)
+    scenes = synth.generate(n, seed, size, progress=progress)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, images=scenes.images, labels=scenes.labels, masks=scenes.masks, boxes=scenes.boxes)
+    tmp.replace(path)
+    return scenes
+
+
+def normalise(batch_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,H,W,3) -> normalised float (N,3,H,W); identical to ``ModelSpec.normalise``."""
+    x = batch_uint8.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 8, jitter: float = 0.15) -> torch.Tensor:
+    """Flip, translate and jitter a normalised batch; every random draw comes from ``gen``."""
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+    padded = F.pad(x, (max_shift,) * 4, mode="reflect")
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h))            # (n, h)
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))            # (n, w)
+    idx_n = torch.arange(n).view(n, 1, 1)
+    x = padded.permute(0, 2, 3, 1)[idx_n, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+    scale = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * jitter
+    shift = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * jitter
+    return x * scale + shift
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: int = 256) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on uint8 scenes."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(images), batch):
+        x = normalise(torch.from_numpy(images[i:i + batch]))
+        correct += int((model(x).argmax(1).numpy() == labels[i:i + batch]).sum())
+    return correct / len(images)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    losses: list[float]
+    val_accuracy: float
+    seconds: float
+    steps: int
+    history: list[dict] = field(default_factory=list)
+
+
+def train_model(model: nn.Module, train: synth.Scenes, val: synth.Scenes | None, recipe: dict = RECIPE,
+                max_steps: int | None = None, progress: bool = True,
+                log: Callable[[str], None] = print) -> TrainResult:
+    """The shared recipe's loop. ``max_steps`` cuts it short (tests run a few steps)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(recipe["torch_seed"])
+    gen = torch.Generator().manual_seed(recipe["torch_seed"])
+    bs = recipe["batch_size"]
+    steps_per_epoch = len(train) // bs
+    total = steps_per_epoch * recipe["epochs"] if max_steps is None else max_steps
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": recipe["weight_decay"]},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=recipe["lr"], momentum=0.9, nesterov=True)
+    images = torch.from_numpy(train.images)
+    labels = torch.from_numpy(train.labels.astype(np.int64))
+    losses: list[float] = []
+    history: list[dict] = []
+    step = 0
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    model.train()
+    while step < total:
+        order = torch.randperm(len(train), generator=gen)
+        for b in range(steps_per_epoch):
+            if step >= total:
+                break
+            idx = order[b * bs:(b + 1) * bs]
+            x = augment(normalise(images[idx]), gen)
+            y = labels[idx]
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, recipe["lr"], min(300, max(1, total // 10)))
+            loss = F.cross_entropy(model(x), y, label_smoothing=recipe["label_smoothing"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if val is not None and step < total:
+            acc = accuracy(model, val.images, val.labels)
+            history.append({"step": step, "val_accuracy": acc, "seconds": time.perf_counter() - start})
+            log(f"step {step}: val accuracy {acc:.4f}")
+            model.train()
+    bar.close()
+    model.eval()
+    val_acc = accuracy(model, val.images, val.labels) if val is not None else float("nan")
+    return TrainResult(model, losses, val_acc, time.perf_counter() - start, step, history)
+
+
+def count_flops(model: nn.Module, size: int) -> int:
+    """Multiply-accumulates x 2 of one forward at ``size`` px (torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    return int(counter.get_total_flops())
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "attnviz", "models"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+ZOO_ATTENTION = ("none", "se", "eca", "cbam", "triplet", "coord")
+DISPLAY = {"none": "Baseline", "se": "SE", "eca": "ECA", "cbam": "CBAM", "triplet": "Triplet Attention",
+           "coord": "Coordinate Attention"}
+
+
+def zoo_name(attention: str) -> str:
+    """Bundled model names are the attention keys, with "baseline" for none."""
+    return "baseline" if attention == "none" else attention
+
+
+def architecture_for(attention: str) -> str:
+    return "small_resnet" if attention == "none" else f"small_resnet_{attention}"
+
+
+def train_variant(attention: str, out_dir: Path, recipe: dict = RECIPE, progress: bool = True,
+                  log: Callable[[str], None] = print) -> dict:
+    """Train one zoo variant from scratch and write ``<name>.safetensors`` + ``<name>.json`` to ``out_dir``."""
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(recipe.get("threads", 2))
+    size = recipe["image_size"]
+    log(f"[{attention}] generating/loading scenes (train seed {recipe['train_seed']}, {recipe['train_scenes']} scenes)")
+    train = cached_scenes(recipe["train_scenes"], recipe["train_seed"], size, progress=progress)
+    val = cached_scenes(recipe["val_scenes"], recipe["val_seed"], size, progress=progress)
+    test = cached_scenes(recipe["test_scenes"], recipe["test_seed"], size, progress=progress)
+    arch = architecture_for(attention)
+    torch.manual_seed(recipe["torch_seed"])
+    model = models.build(arch, num_classes=len(synth.CLASS_NAMES))
+    result = train_model(model, train, val, recipe, progress=progress, log=log)
+    name = zoo_name(attention)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = out_dir / f"{name}.safetensors"
+    # fp16 keeps the repository light; the accuracy below is measured on the fp16 round trip.
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(weights_path), metadata={"architecture": arch, "attention": attention})
+    shipped = models.build(arch, num_classes=len(synth.CLASS_NAMES))
+    shipped.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    test_acc = accuracy(shipped.eval(), test.images, test.labels)
+    from .zoo import sha256_file
+
+    card = {
+        "name": name,
+        "display_name": DISPLAY[attention],
+        "order": ZOO_ATTENTION.index(attention) if attention in ZOO_ATTENTION else 50,
+        "architecture": arch,
+        "attention": attention,
+        "class_names": list(synth.CLASS_NAMES),
+        "input_size": size,
+        "resize_size": size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "default_layer": "layer3",
+        "layers": ["layer1", "layer2", "layer3"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "flops": count_flops(shipped, size),
+        "test_accuracy": round(test_acc, 4),
+        "test_set": {"generator": "attnviz.synth.generate", "seed": recipe["test_seed"], "n": recipe["test_scenes"],
+                     "synth_version": synth.VERSION},
+        "val_accuracy": round(result.val_accuracy, 4),
+        "training_seconds": round(result.seconds, 1),
+        "training_steps": result.steps,
+        "history": result.history,
+        "final_train_loss": round(float(np.mean(result.losses[-50:])), 4),
+        "recipe": recipe,
+        "data_seed": recipe["train_seed"],
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+                   f"{recipe.get('threads', 2)} threads",
+        "project_commit": git_commit(),
+        "weights_dtype": "float16",
+        "sha256": sha256_file(weights_path),
+        "command": f"attnviz train --attention {attention}",
+    }
+    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    log(f"[{attention}] test accuracy {test_acc:.4f} (seed {recipe['test_seed']}, n={recipe['test_scenes']}), "
+        f"trained in {result.seconds / 60:.1f} min")
+    return card

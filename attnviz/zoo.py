@@ -1,0 +1,223 @@
+"""The model registry the page, the CLI and the API list, and the cache of loaded models.
+
+Specs come from providers: the bundled zoo (``models/weights/*.json`` model cards next to their
+``.safetensors`` files) and, where registered, other sources. ``load(name)`` builds the network once,
+loads its weights (safetensors only), puts it in eval mode and caches it with its own lock: module
+hooks are global to a model, so two requests on one model must not interleave.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+import models
+
+from .errors import ModelNotFoundError, WeightsUnavailableError
+from .specs import ModelSpec, WeightsSource
+
+WEIGHTS_DIR = Path(models.__file__).resolve().parent / "weights"
+CACHE_SIZE = int(os.environ.get("ATTNVIZ_MODEL_CACHE", "16"))
+
+
+@dataclass
+class LoadedModel:
+    """A ready network (eval mode) with its spec and the lock every hooked pass must hold."""
+
+    model: nn.Module
+    spec: ModelSpec
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    weights_sha256: str = ""
+
+
+_specs: dict[str, ModelSpec] = {}
+_specs_lock = threading.Lock()
+_providers: list[Callable[[], Iterable[ModelSpec]]] = []
+_providers_loaded = False
+_cache: "OrderedDict[str, LoadedModel]" = OrderedDict()
+_cache_lock = threading.Lock()
+_load_locks: dict[str, threading.Lock] = {}
+
+
+def register(spec: ModelSpec, replace: bool = False) -> ModelSpec:
+    """Add a spec; names are unique unless ``replace`` (used for user checkpoints)."""
+    with _specs_lock:
+        if spec.name in _specs and not replace:
+            raise ValueError(f"model {spec.name!r} is already registered")
+        _specs[spec.name] = spec
+    with _cache_lock:
+        _cache.pop(spec.name, None)
+    return spec
+
+
+def add_provider(provider: Callable[[], Iterable[ModelSpec]]) -> None:
+    """A function returning specs, called once on first use (keeps imports and disk scans lazy)."""
+    global _providers_loaded
+    _providers.append(provider)
+    if _providers_loaded:
+        for spec in provider():
+            register(spec, replace=True)
+
+
+def _ensure_providers() -> None:
+    global _providers_loaded
+    if _providers_loaded:
+        return
+    with _specs_lock:
+        if _providers_loaded:
+            return
+        _providers_loaded = True
+    for provider in _providers:
+        for spec in provider():
+            register(spec, replace=True)
+
+
+def all_specs() -> list[ModelSpec]:
+    _ensure_providers()
+    return list(_specs.values())
+
+
+def get_spec(name: str) -> ModelSpec:
+    _ensure_providers()
+    try:
+        return _specs[name]
+    except KeyError:
+        names = ", ".join(sorted(_specs)) or "(none)"
+        raise ModelNotFoundError(f"Unknown model {name!r}. Available models: {names}.") from None
+
+
+def bundled() -> list[str]:
+    """Names of the models trained by attnviz and shipped with it, in model-card order."""
+    _ensure_providers()
+    ordered = sorted((s for s in _specs.values() if s.source == "bundled zoo"),
+                     key=lambda s: (s.card.get("order", 99), s.name))
+    return [s.name for s in ordered]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_weights(model: nn.Module, spec: ModelSpec) -> str:
+    src = spec.weights
+    if src.path is None:
+        return ""
+    if not src.path.is_file():
+        hint = f" {src.download_hint}" if src.download_hint else ""
+        raise WeightsUnavailableError(f"Weights for {spec.name!r} are not on this machine ({src.path}).{hint}")
+    from safetensors.torch import load_file
+
+    digest = sha256_file(src.path)
+    if src.sha256 and digest != src.sha256:
+        raise WeightsUnavailableError(f"Weights file for {spec.name!r} is corrupt: sha256 {digest[:12]}… "
+                                      f"does not match the model card ({src.sha256[:12]}…).")
+    state = load_file(str(src.path))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return digest
+
+
+def build_model(spec: ModelSpec) -> tuple[nn.Module, str]:
+    model = spec.builder()
+    digest = _load_weights(model, spec)
+    return model.eval(), digest
+
+
+def load(name_or_spec: str | ModelSpec) -> LoadedModel:
+    """The cached, ready-to-run model for a name or spec (built and loaded on first use)."""
+    spec = name_or_spec if isinstance(name_or_spec, ModelSpec) else get_spec(name_or_spec)
+    with _cache_lock:
+        hit = _cache.get(spec.name)
+        if hit is not None and hit.spec is spec:
+            _cache.move_to_end(spec.name)
+            return hit
+        load_lock = _load_locks.setdefault(spec.name, threading.Lock())
+    with load_lock:  # two first requests for one model build it once
+        with _cache_lock:
+            hit = _cache.get(spec.name)
+            if hit is not None and hit.spec is spec:
+                return hit
+        model, digest = build_model(spec)
+        loaded = LoadedModel(model, spec, weights_sha256=digest)
+        with _cache_lock:
+            _cache[spec.name] = loaded
+            while len(_cache) > CACHE_SIZE:
+                _cache.popitem(last=False)
+        return loaded
+
+
+def loaded_models() -> list[LoadedModel]:
+    """Models currently in the cache (tests use this to check no hooks are left behind)."""
+    with _cache_lock:
+        return list(_cache.values())
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+# ---- bundled zoo provider -------------------------------------------------------------------
+
+def read_card(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def spec_from_card(card: dict, weights_path: Path) -> ModelSpec:
+    """A bundled model's spec from its model card (the card is the single source of truth)."""
+    arch = card["architecture"]
+    num_classes = len(card["class_names"])
+    build_kwargs = dict(card.get("build_kwargs", {}))
+
+    def builder() -> nn.Module:
+        return models.build(arch, num_classes=num_classes, **build_kwargs)
+
+    return ModelSpec(
+        name=card["name"], display_name=card.get("display_name", card["name"]), attention=card["attention"],
+        builder=builder, weights=WeightsSource(weights_path, card.get("sha256", ""), "bundled"),
+        class_names=tuple(card["class_names"]), input_size=card["input_size"],
+        resize_size=card.get("resize_size", card["input_size"]), mean=tuple(card["mean"]), std=tuple(card["std"]),
+        default_layer=card["default_layer"], layers=tuple(card["layers"]), source="bundled zoo", card=card)
+
+
+@lru_cache(maxsize=1)
+def _bundled_cards() -> tuple[tuple[dict, Path], ...]:
+    found = []
+    for card_path in sorted(WEIGHTS_DIR.glob("*.json")):
+        weights = card_path.with_suffix(".safetensors")
+        if weights.is_file():
+            found.append((read_card(card_path), weights))
+    return tuple(found)
+
+
+def _bundled_provider() -> Iterable[ModelSpec]:
+    return [spec_from_card(card, path) for card, path in _bundled_cards()]
+
+
+add_provider(_bundled_provider)
+
+
+def random_spec(arch: str, num_classes: int = 1000, *, name: str | None = None, input_size: int = 224,
+                resize_size: int | None = None, default_layer: str | None = None,
+                class_names: tuple[str, ...] | None = None, **build_kwargs) -> ModelSpec:
+    """A spec for a registry architecture with random weights (tests, benchmarks, notebooks)."""
+    a = models.get(arch)
+    layer = default_layer or {"mobilenet_v2": "features.18" if arch != "ca_mobilenet_v2" else "conv",
+                              "small_resnet": "layer3"}.get(a.family, "layer4")
+    names = class_names or tuple(f"class_{i}" for i in range(num_classes))
+    return ModelSpec(name=name or f"{arch}-random", display_name=f"{arch} (random weights)", attention=a.attention,
+                     builder=lambda: models.build(arch, num_classes=num_classes, **build_kwargs),
+                     weights=WeightsSource(), class_names=names, input_size=input_size,
+                     resize_size=resize_size or input_size, default_layer=layer, layers=(layer,), source="random")
