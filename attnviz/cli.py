@@ -50,8 +50,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .batch import explain_paths
 
     return explain_paths(args.images, out_dir=Path(args.out), models=args.models, methods=args.methods,
-                         target=args.target, layer=args.layer, progress=not args.quiet,
-                         arch=args.arch, checkpoint=args.checkpoint, classes=args.classes)
+                         target=args.target, layer=args.layer, progress=not args.quiet)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -97,16 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=_csv, default=None, help="comma-separated default selection")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("explain", help="grids + predictions for images or folders")
+    p = sub.add_parser("explain", help="grids + predictions for images or folders",
+                       description="One grid PNG and JSON report per image, plus predictions.csv and scores.csv "
+                                   "(localisation scores when a <name>_mask.png sits beside an image or the image "
+                                   "is a bundled benchmark scene). Unreadable files are reported and skipped; the "
+                                   "exit status is then 1.")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--models", type=_csv, default=None, help="comma-separated (default: the bundled zoo)")
     p.add_argument("--methods", type=_csv, default=["gradcam", "gradcam++"])
     p.add_argument("--target", default=None, help="class name or index (default: each model's top-1)")
     p.add_argument("--layer", default=None, help="CAM layer, e.g. layer2 (default: each model's own)")
     p.add_argument("--out", default="attnviz-out", help="output folder")
-    p.add_argument("--arch", default=None, help="architecture for --checkpoint")
-    p.add_argument("--checkpoint", default=None, help=".safetensors or .pth checkpoint (weights only)")
-    p.add_argument("--classes", default=None, help="class names: .txt (one per line) or .json")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_explain)
 

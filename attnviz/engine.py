@@ -188,7 +188,8 @@ def explain(model: str | ModelSpec | LoadedModel | nn.Module, image, methods: Se
         image=view, predictions=predictions, target=Prediction(target_index, names[target_index],
                                                                float(probs[target_index])),
         layer=layer_name, cams=cams, attention_maps=attention_maps, stage_summaries=summaries, timings=timings,
-        logits=logits_np, weights_sha256=digest, warnings=warnings)
+        logits=logits_np, weights_sha256=digest, warnings=warnings,
+        view_resize=spec.resize_size if (spec and view is not None) else 0)
 
 
 def _guess_attention(maps: list[AttentionMap]) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import struct
 import warnings
 from pathlib import Path
 from typing import Union
@@ -103,6 +105,13 @@ def _downscale(im: Image.Image, max_side: int) -> Image.Image:
     return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
+def _bomb_message(exc: Exception) -> str:
+    """Pillow refuses huge images while reading the header; report the declared size in megapixels."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    declared = f" {int(found.group(1)) / 1e6:.0f} megapixels" if found else " too many pixels"
+    return f"The image declares{declared}; the limit is {MAX_DECLARED_PIXELS / 1e6:.0f} megapixels."
+
+
 def _decode_pil(data: bytes, max_side: int) -> Image.Image:
     if _looks_like_svg(data):
         raise ImageDecodeError("SVG is not supported; export it as PNG or JPEG.")
@@ -111,15 +120,17 @@ def _decode_pil(data: bytes, max_side: int) -> Image.Image:
         try:
             im = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
-            raise ImageDecodeError(f"This file is not a recognised image; upload a {SUPPORTED} file.") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageDecodeError("The image declares too many pixels to decode safely.") from None
+            raise ImageDecodeError(f"This file is not a recognised image (supported: {SUPPORTED}).") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageDecodeError(_bomb_message(exc)) from None
+        except (OSError, SyntaxError, ValueError, struct.error):
+            raise ImageDecodeError("The image file is truncated or corrupt.") from None
         width, height = im.size
         if width <= 0 or height <= 0:
             raise ImageDecodeError("The image has no pixels.")
         if width * height > MAX_DECLARED_PIXELS:
             raise ImageDecodeError(f"The image declares {width}x{height} pixels "
-                                   f"({width * height / 1e6:.0f} megapixels); the limit is "
+                                   f"({width * height / 1e6:.1f} megapixels); the limit is "
                                    f"{MAX_DECLARED_PIXELS / 1e6:.0f} megapixels.")
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)  # animated GIF / multi-page TIFF: the first frame

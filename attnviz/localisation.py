@@ -50,14 +50,15 @@ def score_explanation(e: Explanation, mask_view: np.ndarray) -> dict[str, dict[s
                    "iou": metrics.iou(s, mask_view)} for name, s in maps.items()}
 
 
-def score_comparison(c: Comparison, specs_by_model: dict) -> dict[str, dict[str, dict[str, float]]]:
+def score_comparison(c: Comparison) -> dict[str, dict[str, dict[str, float]]]:
     """Scores for every model of a comparison whose ``mask`` is set (empty when it is not)."""
     if c.mask is None:
         return {}
     out = {}
     for e in c.explanations:
-        spec = specs_by_model[e.model]
-        view_mask = mask_for_view(c.mask, c.image.shape[:2], spec.input_size, spec.resize_size)
+        if e.image is None:
+            continue
+        view_mask = mask_for_view(c.mask, c.image.shape[:2], e.image.shape[0], e.view_resize or e.image.shape[0])
         if view_mask.any():
             out[e.model] = score_explanation(e, view_mask)
     return out

@@ -70,6 +70,7 @@ class Explanation:
     timings: dict[str, float]           # milliseconds: "preprocess", "forward", "backward", "cams", "total", ...
     logits: np.ndarray                  # (num_classes,) float32
     weights_sha256: str = ""            # of the weights file, for reports
+    view_resize: int = 0                # shorter side the upload was resized to before the centre crop
     warnings: list[str] = field(default_factory=list)
 
     @property

@@ -32,15 +32,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SEED = 1
 VAL_SEED = 2
 TEST_SEED = 3          # the model card's accuracy; the README invites re-measuring on any other seed
-EVAL_SEED = 4          # localisation / faithfulness metrics (docs/results.md)
-EXAMPLES_SEED = 5      # the page's example gallery
+EVAL_SEED = 4          # localisation / faithfulness metrics (docs/results.md); seed 5 is the example gallery
 
 RECIPE: dict = {
-    "train_scenes": 48_000,
+    "train_scenes": 96_000,
     "val_scenes": 2_000,
     "test_scenes": 5_000,
     "image_size": synth.IMAGE_SIZE,
-    "epochs": 3,
+    "epochs": 2,
     "batch_size": 64,
     "optimizer": "SGD(momentum=0.9, nesterov=True)",
     "lr": 0.1,
@@ -53,6 +52,7 @@ RECIPE: dict = {
     "val_seed": VAL_SEED,
     "test_seed": TEST_SEED,
     "threads": 2,
+    "memory_format": "channels_last",
 }
 
 
@@ -66,15 +66,20 @@ def cache_dir() -> Path:
 
 
 def cached_scenes(n: int, seed: int, size: int, progress: bool = False) -> synth.Scenes:
-    """``synth.generate(n, seed, size)`` memoised on disk (generation is deterministic, so this is safe)."""
+    """``synth.generate(n, seed, size)`` memoised on disk (generation is deterministic, so this is safe).
+
+    Masks are stored bit-packed (8x smaller); the file name carries the generator's VERSION.
+    """
     path = cache_dir() / f"scenes-v{synth.VERSION}-s{seed}-n{n}-px{size}.npz"
     if path.is_file():
         with np.load(path) as z:
-            return synth.Scenes(images=z["images"], labels=z["labels"], masks=z["masks"], boxes=z["boxes"],
+            masks = np.unpackbits(z["masks_packed"], axis=-1, count=size).astype(bool)
+            return synth.Scenes(images=z["images"], labels=z["labels"], masks=masks, boxes=z["boxes"],
                                 class_names=tuple(synth.CLASS_NAMES), seed=seed)
     scenes = synth.generate(n, seed, size, progress=progress)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, images=scenes.images, labels=scenes.labels, masks=scenes.masks, boxes=scenes.boxes)
+    np.savez(tmp, images=scenes.images, labels=scenes.labels, masks_packed=np.packbits(scenes.masks, axis=-1),
+             boxes=scenes.boxes)
     tmp.replace(path)
     return scenes
 
@@ -156,6 +161,9 @@ def train_model(model: nn.Module, train: synth.Scenes, val: synth.Scenes | None,
     step = 0
     start = time.perf_counter()
     bar = tqdm(total=total, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    channels_last = recipe.get("memory_format") == "channels_last"
+    if channels_last:  # ~1.4x faster convolutions on CPU; the saved weights are the same tensors
+        model = model.to(memory_format=torch.channels_last)
     model.train()
     while step < total:
         order = torch.randperm(len(train), generator=gen)
@@ -164,6 +172,8 @@ def train_model(model: nn.Module, train: synth.Scenes, val: synth.Scenes | None,
                 break
             idx = order[b * bs:(b + 1) * bs]
             x = augment(normalise(images[idx]), gen)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = labels[idx]
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, recipe["lr"], min(300, max(1, total // 10)))

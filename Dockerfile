@@ -1,0 +1,33 @@
+# attnviz web page on CPU-only PyTorch.
+#   docker build -t attnviz .
+#   docker run --rm -p 7860:7860 attnviz
+# The install step is the README's install command, verbatim; the only difference is the package index:
+# PIP_INDEX_URL points pip at PyTorch's CPU wheels (same pinned versions, no CUDA libraries).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_INDEX_URL=https://download.pytorch.org/whl/cpu \
+    PIP_EXTRA_INDEX_URL=https://pypi.org/simple \
+    GRADIO_ANALYTICS_ENABLED=False \
+    HF_HUB_OFFLINE=1 \
+    GRADIO_SERVER_NAME=0.0.0.0 \
+    GRADIO_SERVER_PORT=7860 \
+    GRADIO_TEMP_DIR=/tmp/attnviz/gradio \
+    ATTNVIZ_TMP=/tmp/attnviz \
+    MPLCONFIGDIR=/tmp/attnviz/matplotlib
+
+RUN useradd --create-home --uid 10001 attnviz
+WORKDIR /app
+COPY --chown=attnviz:attnviz . /app
+
+# README install step (see README.md "Install and run").
+RUN python3 -m venv .venv && .venv/bin/pip install -r requirements.txt
+
+USER 10001
+EXPOSE 7860
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["/app/.venv/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=4)"]
+CMD ["/app/.venv/bin/python", "app.py"]

@@ -1,0 +1,108 @@
+"""The one request path the web page, its API and the command line share.
+
+``run(request)`` decodes the upload, compares the chosen models, renders the grid, scores localisation
+when a mask is known, and returns plain data (:class:`PageResult`). The Gradio handlers in
+:mod:`attnviz.ui` and the batch command in :mod:`attnviz.batch` only translate inputs and outputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import render
+from .engine import DEFAULT_METHODS, ProgressFn, check_methods, compare
+from .errors import AttnvizError, LimitExceededError
+from .images import ImageSource, decode_image, load_mask
+from .localisation import box_mask, score_comparison
+from .report import prediction_rows, report_dict
+from .results import Comparison
+
+MAX_MODELS_PER_REQUEST = int(os.environ.get("ATTNVIZ_MAX_MODELS", "12"))
+MAX_SLOW_MODELS = int(os.environ.get("ATTNVIZ_MAX_SLOW_MODELS", "2"))
+EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
+
+
+@dataclass
+class Request:
+    image: ImageSource
+    models: Sequence[str]
+    methods: Sequence[str] = DEFAULT_METHODS
+    target: str | int | None = None
+    layer: str | None = None
+    opacity: float = 0.5
+    shared_scale: bool = False
+    cmap: str = "jet"
+    box: tuple[int, int, int, int] | None = None   # (x0, y0, x1, y1) in upload pixels
+    mask: np.ndarray | None = None                 # explicit ground-truth mask (CLI --mask)
+    source: str = ""
+
+
+@dataclass
+class PageResult:
+    comparison: Comparison
+    grid: np.ndarray
+    predictions: list[dict]
+    scores: dict[str, dict[str, dict[str, float]]]
+    report: dict
+    mask_source: str = ""                           # "benchmark scene", "drawn box", "mask file", ""
+    notes: list[str] = field(default_factory=list)
+
+
+def image_digest(image: np.ndarray) -> str:
+    """Content hash of decoded pixels: recognises a bundled scene however it was uploaded."""
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes() + str(image.shape).encode()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def known_scene_masks() -> dict[str, np.ndarray]:
+    """Masks of the bundled example scenes, keyed by the decoded image's digest."""
+    out: dict[str, np.ndarray] = {}
+    if not EXAMPLES_DIR.is_dir():
+        return out
+    for mask_path in sorted(EXAMPLES_DIR.glob("*_mask.png")):
+        image_path = mask_path.with_name(mask_path.name.replace("_mask.png", ".png"))
+        if image_path.is_file():
+            out[image_digest(decode_image(image_path))] = load_mask(mask_path)
+    return out
+
+
+def check_limits(models: Sequence[str], methods: Sequence[str]) -> None:
+    if len(models) > MAX_MODELS_PER_REQUEST:
+        raise LimitExceededError(f"{len(models)} models were selected; the limit is {MAX_MODELS_PER_REQUEST} "
+                                 f"per request.")
+    slow = [m for m in methods if m in ("scorecam", "ablationcam")]
+    if slow and len(models) > MAX_SLOW_MODELS:
+        raise LimitExceededError(f"{', '.join(slow)} run hundreds of forward passes per model; choose at most "
+                                 f"{MAX_SLOW_MODELS} models with them, or drop them.")
+
+
+def run(request: Request, progress: ProgressFn | None = None) -> PageResult:
+    """Decode, compare, render, score, report."""
+    models = [m for m in request.models if m]
+    if not models:
+        raise AttnvizError("Choose at least one model.")
+    methods = check_methods(request.methods)
+    check_limits(models, methods)
+    image = decode_image(request.image)
+    mask, mask_source = request.mask, "mask file" if request.mask is not None else ""
+    if mask is not None and mask.shape != image.shape[:2]:
+        raise AttnvizError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                           f"{image.shape[1]}x{image.shape[0]}.")
+    if mask is None and request.box is not None:
+        mask, mask_source = box_mask(request.box, image.shape[:2]), "drawn box"
+    if mask is None:
+        mask = known_scene_masks().get(image_digest(image))
+        mask_source = "benchmark scene" if mask is not None else ""
+    comparison = compare(models, image, methods, request.target, request.layer, progress=progress, mask=mask)
+    grid = render.grid(comparison, opacity=request.opacity, cmap=request.cmap, shared_scale=request.shared_scale)
+    scores = score_comparison(comparison)
+    report = report_dict(comparison, scores, request.source)
+    report["mask_source"] = mask_source
+    notes = sorted({w for e in comparison.explanations for w in e.warnings})
+    return PageResult(comparison, grid, prediction_rows(comparison), scores, report, mask_source, notes)

@@ -1,0 +1,311 @@
+"""Rendering: heatmap overlays, side-by-side grids, channel bar charts, profiles, colour bars.
+
+Pure functions from numpy arrays (and the plain result dataclasses) to RGB uint8 images, built with
+OpenCV and Pillow's built-in font (no font files, no network), so the page, the CLI and reports draw
+exactly the same pictures.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .results import AttentionMap, Comparison, Explanation
+
+COLORMAPS: dict[str, int] = {
+    "jet": cv2.COLORMAP_JET,
+    "turbo": cv2.COLORMAP_TURBO,
+    "inferno": cv2.COLORMAP_INFERNO,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "magma": cv2.COLORMAP_MAGMA,
+}
+METHOD_TITLES: dict[str, str] = {
+    "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM", "layercam": "LayerCAM",
+    "hirescam": "HiResCAM", "scorecam": "Score-CAM", "eigencam": "Eigen-CAM", "ablationcam": "Ablation-CAM",
+}
+WHITE = (255, 255, 255)
+INK = (30, 30, 30)
+MASK_COLOUR = (0, 255, 0)
+HEADER_H = 28          # grid: height of the column-title row
+LABEL_W = 190          # grid: width of the row-label column
+COLORBAR_W = 64        # grid: width of the colour-bar column (shared scale only)
+GAP = 4                # grid: padding between cells
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def text_image(lines: Sequence[str], width: int, height: int, font_size: int = 14,
+               background: tuple[int, int, int] = WHITE, colour: tuple[int, int, int] = INK,
+               center: bool = False) -> np.ndarray:
+    """Lines of text on a flat background, clipped to the box (used for labels and placeholders)."""
+    im = Image.new("RGB", (max(1, width), max(1, height)), background)
+    draw = ImageDraw.Draw(im)
+    font = _font(font_size)
+    y = 4
+    for line in lines:
+        w = draw.textlength(line, font=font)
+        x = (width - w) / 2 if center else 6
+        draw.text((x, y), line, fill=colour, font=font)
+        y += font_size + 4
+    return np.asarray(im).copy()
+
+
+def colorize(values: np.ndarray, cmap: str = "jet", vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """Map values to RGB with an OpenCV colour map (OpenCV returns BGR; this returns RGB). NaN -> black."""
+    values = np.asarray(values, dtype=np.float32)
+    nan = ~np.isfinite(values)
+    span = vmax - vmin
+    scaled = np.zeros_like(values) if span <= 0 else (np.clip(np.nan_to_num(values, nan=vmin), vmin, vmax) - vmin) / span
+    rgb = cv2.cvtColor(cv2.applyColorMap(np.round(scaled * 255).astype(np.uint8), COLORMAPS[cmap]), cv2.COLOR_BGR2RGB)
+    rgb[nan] = 0
+    return rgb
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resize to (height, width)."""
+    if arr.shape[:2] == size:
+        return arr
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.resize(arr, (size[1], size[0]), interpolation=interp)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, opacity: float = 0.5, cmap: str = "jet",
+            vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """Blend a colour-mapped heat map over an image: (1 - opacity) * image + opacity * colour."""
+    base = _as_rgb(np.asarray(image, dtype=np.uint8))
+    colour = colorize(_resize(np.asarray(heat, np.float32), base.shape[:2]), cmap, vmin, vmax)
+    if opacity <= 0:
+        return base.copy()
+    if opacity >= 1:
+        return colour
+    return cv2.addWeighted(base, 1.0 - opacity, colour, opacity, 0.0)
+
+
+def shared_vmax(comparison: Comparison, method: str) -> float:
+    """The largest raw CAM value of ``method`` over every model: one colour scale for the whole column."""
+    top = max((float(e.cams[method].raw.max()) for e in comparison.explanations if method in e.cams), default=0.0)
+    return top if top > 0 else 1.0
+
+
+def _square(image: np.ndarray, size: int) -> np.ndarray:
+    return _resize(_as_rgb(image), (size, size))
+
+
+def cam_cell(expl: Explanation, method: str, *, opacity: float = 0.5, cmap: str = "jet",
+             shared_vmax: float | None = None, size: int | None = None) -> np.ndarray:
+    """One CAM overlaid on the model's view; per-map [0, 1] scale, or raw values on a shared scale."""
+    cam = expl.cams[method]
+    base = expl.image if expl.image is not None else np.zeros(cam.heatmap.shape + (3,), np.uint8)
+    out = overlay(base, cam.heatmap, opacity, cmap) if shared_vmax is None else \
+        overlay(base, cam.raw, opacity, cmap, 0.0, shared_vmax)
+    return _square(out, size) if size else out
+
+
+def _stage_of_layer(layer: str) -> str:
+    return layer.split(".")[0] if layer else ""
+
+
+def primary_attention(expl: Explanation) -> AttentionMap | None:
+    """The map that stands for the module in the grid: a spatial stage summary at the CAM layer's stage
+    (else the deepest spatial summary), else the deepest channel summary, else None."""
+    spatial = [s for s in expl.stage_summaries if s.layout == "spatial"]
+    same = [s for s in spatial if s.stage == _stage_of_layer(expl.layer)]
+    if same:
+        return same[-1]
+    if spatial:
+        return spatial[-1]
+    channel = [s for s in expl.stage_summaries if s.layout == "channel"]
+    return channel[-1] if channel else None
+
+
+def attention_cell(expl: Explanation, size: int, opacity: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """The grid's attention column: the module's own map, or a placeholder for a baseline."""
+    amap = primary_attention(expl)
+    if amap is None:
+        return text_image(["no attention module"], size, size, 13, (240, 240, 240), (120, 120, 120), center=True)
+    return attention_map_image(amap, expl.image, size, opacity, cmap, title=f"{amap.stage} {amap.name.split(' ')[0]}")
+
+
+def bar_chart(values: np.ndarray, width: int = 320, height: int = 120, title: str = "", vmin: float = 0.0,
+              vmax: float = 1.0, highlight_top: int = 0) -> np.ndarray:
+    """Channel weights as bars; more channels than pixels are binned (bar = bin max, dark line = bin mean)."""
+    values = np.asarray(values, np.float32).reshape(-1)
+    im = np.full((height, width, 3), 255, np.uint8)
+    top_pad = 18 if title else 4
+    plot_h = height - top_pad - 4
+    n = len(values)
+    bins = min(n, max(1, width - 8))
+    edges = np.linspace(0, n, bins + 1).astype(int)
+    maxes = np.array([values[a:b].max() for a, b in zip(edges[:-1], edges[1:])])
+    means = np.array([values[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
+    span = max(vmax - vmin, 1e-12)
+    bar_w = (width - 8) / bins
+    top_idx = set(np.argsort(-values)[:highlight_top].tolist()) if highlight_top else set()
+    for i in range(bins):
+        x0 = int(4 + i * bar_w)
+        x1 = max(x0 + 1, int(4 + (i + 1) * bar_w) - (1 if bar_w > 3 else 0))
+        hmax = int(np.clip((maxes[i] - vmin) / span, 0, 1) * plot_h)
+        hmean = int(np.clip((means[i] - vmin) / span, 0, 1) * plot_h)
+        hot = any(edges[i] <= j < edges[i + 1] for j in top_idx)
+        colour = (220, 80, 40) if hot else (70, 120, 200)
+        cv2.rectangle(im, (x0, height - 4 - hmax), (x1 - 1, height - 4), colour, -1)
+        if edges[i + 1] - edges[i] > 1:
+            cv2.line(im, (x0, height - 4 - hmean), (x1 - 1, height - 4 - hmean), (20, 40, 90), 1)
+    cv2.line(im, (2, height - 4), (width - 2, height - 4), (0, 0, 0), 1)
+    if title:
+        im[:top_pad] = text_image([title], width, top_pad, 12)[:top_pad]
+    return im
+
+
+def profile_plot(values: np.ndarray, width: int = 320, height: int = 120, title: str = "",
+                 vertical: bool = False) -> np.ndarray:
+    """A line plot of a 1-D profile in [0, 1] (CA's per-row / per-column weights)."""
+    values = np.asarray(values, np.float32).reshape(-1)
+    im = np.full((height, width, 3), 255, np.uint8)
+    top_pad = 18 if title else 4
+    n = len(values)
+    lo, hi = float(values.min()), float(values.max())
+    span = hi - lo if hi > lo else 1.0
+    if vertical:  # rows run downwards: x = value, y = position
+        ys = top_pad + (np.arange(n) + 0.5) / n * (height - top_pad - 4)
+        xs = 6 + (values - lo) / span * (width - 12)
+    else:
+        xs = 6 + (np.arange(n) + 0.5) / n * (width - 12)
+        ys = height - 4 - (values - lo) / span * (height - top_pad - 8)
+    pts = np.stack([xs, ys], axis=1).round().astype(np.int32)
+    cv2.polylines(im, [pts], False, (200, 60, 40), 2, cv2.LINE_AA)
+    for p in pts:
+        cv2.circle(im, tuple(int(v) for v in p), 2, (30, 30, 30), -1)
+    caption = f"{title}  [{lo:.2f}..{hi:.2f}]" if title else f"[{lo:.2f}..{hi:.2f}]"
+    im[:18] = text_image([caption], width, 18, 12)
+    return im
+
+
+def matrix_image(values: np.ndarray, size: int = 160, cmap: str = "viridis",
+                 axes: tuple[str, str] = ("", "")) -> np.ndarray:
+    """A 2-D map (e.g. Triplet's C x W plane) as an image, min-max scaled, nearest-neighbour upscaled."""
+    values = np.asarray(values, np.float32)
+    lo, hi = float(values.min()), float(values.max())
+    img = colorize(values, cmap, lo, hi if hi > lo else lo + 1)
+    pad = 16
+    img = _resize(img, (size - pad, size - pad), nearest=True)
+    out = np.full((size, size, 3), 255, np.uint8)
+    out[pad:, pad:] = img
+    if axes[0]:
+        out[pad:, :pad] = np.rot90(text_image([f"{axes[0]} ({values.shape[0]})"], size - pad, pad, 11)).copy()
+    if axes[1]:
+        out[:pad, pad:] = text_image([f"{axes[1]} ({values.shape[1]})"], size - pad, pad, 11)
+    return out
+
+
+def _titled(img: np.ndarray, title: str, font: int = 12) -> np.ndarray:
+    if not title:
+        return img
+    band = text_image([title if len(title) <= 44 else "…" + title[-43:]], img.shape[1], 18, font)
+    return np.concatenate([band, img], axis=0)
+
+
+def attention_map_image(amap: AttentionMap, image: np.ndarray | None, size: int = 200, opacity: float = 0.5,
+                        cmap: str = "jet", title: str | None = None) -> np.ndarray:
+    """Draw one attention map according to its layout; the title is the map's label unless given."""
+    title = amap.label if title is None else title
+    if amap.layout == "spatial":
+        if image is not None:
+            body = _square(overlay(image, amap.data, opacity, cmap, 0.0, 1.0), size)
+        else:
+            body = _square(colorize(amap.data, cmap, 0.0, 1.0), size)
+    elif amap.layout == "channel":
+        body = bar_chart(amap.data, size, size, vmin=0.0, vmax=1.0, highlight_top=5)
+    elif amap.layout in ("profile_h", "profile_w"):
+        body = profile_plot(amap.data, size, size, "rows" if amap.layout == "profile_h" else "columns",
+                            vertical=amap.layout == "profile_h")
+    else:
+        axes = (amap.axes[0], amap.axes[1]) if len(amap.axes) >= 2 else ("", "")
+        body = matrix_image(amap.data, size, "viridis", axes)
+    return _titled(body, title)
+
+
+def colorbar(cmap: str, vmin: float, vmax: float, height: int = 160, width: int = COLORBAR_W) -> np.ndarray:
+    """A vertical colour bar with its top, middle and bottom values written beside it."""
+    ramp = np.linspace(1, 0, max(2, height - 16))[:, None].repeat(14, axis=1)
+    bar = colorize(ramp, cmap, 0, 1)
+    out = np.full((height, width, 3), 255, np.uint8)
+    out[8:8 + bar.shape[0], 4:18] = bar
+    for frac in (0.0, 0.5, 1.0):
+        value = vmax - frac * (vmax - vmin)
+        y = int(8 + frac * (bar.shape[0] - 1))
+        label = text_image([f"{value:.3g}"], width - 20, 14, 10)
+        top = int(np.clip(y - 7, 0, height - 14))
+        out[top:top + 14, 20:width] = label
+    return out
+
+
+def _draw_mask_contour(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = image.copy()
+    m = _resize(mask.astype(np.uint8), image.shape[:2], nearest=True)
+    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, MASK_COLOUR, 1)
+    return out
+
+
+def grid_shape(n_models: int, n_methods: int, cell: int = 160, include_attention: bool = True,
+               shared_scale: bool = False) -> tuple[int, int]:
+    """(height, width) of :func:`grid` for a layout, so callers and tests can rely on it."""
+    cols = 1 + n_methods + (1 if include_attention else 0)
+    width = LABEL_W + cols * (cell + GAP) + GAP + (COLORBAR_W + GAP if shared_scale else 0)
+    height = HEADER_H + n_models * (cell + GAP) + GAP
+    return height, width
+
+
+def grid(comparison: Comparison, *, methods: Sequence[str] | None = None, opacity: float = 0.5,
+         cmap: str = "jet", shared_scale: bool = False, include_attention: bool = True,
+         cell: int = 160) -> np.ndarray:
+    """Rows = models; columns = input, one overlay per method, the module's own map (+ colour bar)."""
+    methods = list(methods or comparison.methods)
+    height, width = grid_shape(len(comparison.explanations), len(methods), cell, include_attention, shared_scale)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    titles = ["input"] + [METHOD_TITLES.get(m, m) for m in methods] + (["attention module"] if include_attention else [])
+    for c, title in enumerate(titles):
+        x = LABEL_W + GAP + c * (cell + GAP)
+        canvas[:HEADER_H, x:x + cell] = text_image([title], cell, HEADER_H, 14, center=True)
+    vmaxes = {m: shared_vmax(comparison, m) for m in methods} if shared_scale else {}
+    for r, expl in enumerate(comparison.explanations):
+        y = HEADER_H + GAP + r * (cell + GAP)
+        top = expl.top1
+        label = [expl.display_name[:24], f"top-1: {top.label} {top.probability:.0%}"[:28],
+                 f"target: {expl.target.label}"[:28], f"layer: {expl.layer}"[:28]]
+        canvas[y:y + cell, :LABEL_W] = text_image(label, LABEL_W, cell, 13)
+        base = expl.image if expl.image is not None else comparison.image
+        first = _square(base, cell)
+        if comparison.mask is not None and expl.image is not None:
+            from .localisation import mask_for_view
+
+            view_mask = mask_for_view(comparison.mask, comparison.image.shape[:2], expl.image.shape[0],
+                                      expl.view_resize or expl.image.shape[0])
+            first = _draw_mask_contour(first, view_mask)
+        cells = [first]
+        for m in methods:
+            cells.append(cam_cell(expl, m, opacity=opacity, cmap=cmap, shared_vmax=vmaxes.get(m), size=cell)
+                         if m in expl.cams else text_image(["not computed"], cell, cell, 12, center=True))
+        if include_attention:
+            cells.append(_square(attention_cell(expl, cell, opacity, cmap), cell))
+        for c, img in enumerate(cells):
+            x = LABEL_W + GAP + c * (cell + GAP)
+            canvas[y:y + cell, x:x + cell] = img
+    if shared_scale and methods:
+        x = width - COLORBAR_W - GAP
+        top = max(vmaxes.values())
+        canvas[HEADER_H:HEADER_H + min(cell, height - HEADER_H), x:x + COLORBAR_W] = \
+            colorbar(cmap, 0.0, top, min(cell, height - HEADER_H), COLORBAR_W)
+        canvas[:HEADER_H, x:x + COLORBAR_W] = text_image(["shared"], COLORBAR_W, HEADER_H, 12, center=True)
+    return canvas
