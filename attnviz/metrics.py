@@ -12,6 +12,7 @@ Faithfulness (needs the model):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -67,27 +68,32 @@ def _saliency_order(saliency: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def perturbation_curves(model: nn.Module, x: torch.Tensor, saliency: np.ndarray, target: int,
+def perturbation_curves(model: nn.Module, x: torch.Tensor, saliency: np.ndarray | Sequence[np.ndarray], target: int,
                         steps: int = 16, blur_sigma: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
     """Target-class probabilities along the deletion and insertion paths (``steps + 1`` points each).
 
     ``x`` is the normalised (1, 3, H, W) input. Deletion replaces pixels with 0 (the dataset mean colour
     after normalisation); insertion starts from a Gaussian-blurred copy of ``x`` and pastes pixels back.
+    Several maps (a sequence, or a stacked (M, H, W) array) are evaluated in one batched forward and give
+    (M, steps + 1) curves; one (H, W) map gives 1-D curves.
     """
+    single = isinstance(saliency, np.ndarray) and saliency.ndim == 2
+    maps = [saliency] if single else list(saliency)
     _, _, h, w = x.shape
-    saliency = _resize_to(saliency, (h, w))
-    order = torch.from_numpy(_saliency_order(saliency))
-    counts = [round(k * h * w / steps) for k in range(steps + 1)]
-    keep_masks = torch.zeros(steps + 1, h * w)
-    for k, c in enumerate(counts):
-        keep_masks[k, order[:c]] = 1.0
-    revealed = keep_masks.view(steps + 1, 1, h, w)
     k = int(2 * round(3 * blur_sigma) + 1)
     blurred = torch.from_numpy(cv2.GaussianBlur(x[0].permute(1, 2, 0).numpy(), (k, k), blur_sigma)).permute(2, 0, 1)[None]
-    deleted = x * (1 - revealed)
-    inserted = blurred * (1 - revealed) + x * revealed
-    probs = torch.softmax(model(torch.cat([deleted, inserted])), dim=1)[:, target].numpy()
-    return probs[:steps + 1], probs[steps + 1:]
+    counts = [round(i * h * w / steps) for i in range(steps + 1)]
+    batches = []
+    for s in maps:
+        order = torch.from_numpy(_saliency_order(_resize_to(s, (h, w))))
+        revealed = torch.zeros(steps + 1, h * w)
+        for i, c in enumerate(counts):
+            revealed[i, order[:c]] = 1.0
+        revealed = revealed.view(steps + 1, 1, h, w)
+        batches += [x * (1 - revealed), blurred * (1 - revealed) + x * revealed]
+    probs = torch.softmax(model(torch.cat(batches)), dim=1)[:, target].numpy().reshape(len(maps), 2, steps + 1)
+    deletion, insertion = probs[:, 0], probs[:, 1]
+    return (deletion[0], insertion[0]) if single else (deletion, insertion)
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,13 @@ class Faithfulness:
 def faithfulness(model: nn.Module, x: torch.Tensor, saliency: np.ndarray, target: int, steps: int = 16) -> Faithfulness:
     deletion, insertion = perturbation_curves(model, x, saliency, target, steps)
     return Faithfulness(_auc(deletion), _auc(insertion))
+
+
+def faithfulness_many(model: nn.Module, x: torch.Tensor, saliencies: Sequence[np.ndarray], target: int,
+                      steps: int = 16) -> list[Faithfulness]:
+    """:func:`faithfulness` for several maps of one image, in one batched forward."""
+    deletion, insertion = perturbation_curves(model, x, list(saliencies), target, steps)
+    return [Faithfulness(_auc(d), _auc(i)) for d, i in zip(deletion, insertion)]
 
 
 def road_scores(model: nn.Module, x: torch.Tensor, saliencies: np.ndarray, target: int,

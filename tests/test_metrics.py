@@ -101,3 +101,15 @@ def test_road_runs_through_pytorch_grad_cam_and_prefers_the_true_evidence():
     bad = good[::-1, ::-1].copy()
     scores = metrics.road_scores(_PixelReader(), x, np.stack([good, bad]), target=1)
     assert scores.shape == (2,) and scores[0] > scores[1]
+
+
+def test_batched_faithfulness_equals_one_map_at_a_time():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    x = torch.randn(1, 3, 8, 8)
+    maps = [np.random.default_rng(i).random((8, 8)) for i in range(3)]
+    together = metrics.faithfulness_many(model, x, maps, target=2, steps=8)
+    alone = [metrics.faithfulness(model, x, m, target=2, steps=8) for m in maps]
+    for a, b in zip(together, alone):
+        assert a.deletion_auc == pytest.approx(b.deletion_auc, abs=1e-6)
+        assert a.insertion_auc == pytest.approx(b.insertion_auc, abs=1e-6)
