@@ -132,3 +132,24 @@ def compute_cams(activations: np.ndarray, gradients: np.ndarray, methods: Sequen
 
 def now_ms() -> float:
     return time.perf_counter() * 1000.0
+
+
+def affine_to_pixels(theta: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A spatial transformer's theta (normalised ``affine_grid`` coordinates, align_corners=False) as the
+    2x3 pixel-space matrix that maps output (warped) pixel centres to input pixel centres (OpenCV convention)."""
+    sx, shx, tx = theta[0]
+    shy, sy, ty = theta[1]
+    # u_in = a u_out + c with u = pixel index + 0.5 and x_norm = 2u/W - 1
+    m = np.array([[sx, shx * height / width, 0.0], [shy * width / height, sy, 0.0]], np.float64)
+    m[0, 2] = width / 2 * (1 + tx) - (sx * width / 2 + shx * height / 2) + 0.5 * (sx + shx * height / width) - 0.5
+    m[1, 2] = height / 2 * (1 + ty) - (shy * width / 2 + sy * height / 2) + 0.5 * (shy * width / height + sy) - 0.5
+    return m
+
+
+def warp_to_input(heat: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Move a map computed on a spatial transformer's output back onto the original input (0 outside)."""
+    import cv2
+
+    h, w = heat.shape
+    return cv2.warpAffine(heat.astype(np.float32), affine_to_pixels(theta, h, w), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)

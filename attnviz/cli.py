@@ -61,9 +61,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe["epochs"] = args.epochs
     if args.scenes is not None:
         recipe["train_scenes"] = args.scenes
+    from .train import git_commit
+
     kinds = ZOO_ATTENTION if args.attention == ["all"] else args.attention
+    unknown = [k for k in kinds if k not in ZOO_ATTENTION]
+    if unknown:
+        raise AttnvizError(f"Unknown attention type(s) {', '.join(unknown)}; choose from {', '.join(ZOO_ATTENTION)}.")
+    commit = git_commit()
     for kind in kinds:
-        train_variant(kind, Path(args.out), recipe, progress=not args.quiet)
+        train_variant(kind, Path(args.out), recipe, progress=not args.quiet, commit=commit)
     return 0
 
 
@@ -115,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train bundled-zoo variants with the shared recipe")
     p.add_argument("--attention", type=_csv, default=["all"],
-                   help="comma-separated: none,se,eca,cbam,triplet,coord (default: all)")
+                   help="comma-separated attention keys: none,se,eca,cbam,triplet,coord,bam,nonlocal,gc,cc,danet,"
+                        "mhsa,stn (default: all)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "models" / "weights"))
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--scenes", type=int, default=None, help="training scenes (default: the recipe's)")

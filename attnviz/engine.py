@@ -171,6 +171,10 @@ def explain(model: str | ModelSpec | LoadedModel | nn.Module, image, methods: Se
     for m, heat in slow.items():
         cams[m] = CamMap(m, heat, heat, heat)
     cams = {m: cams[m] for m in methods}
+    theta = next((a.data for a in attention_maps if a.layout == "affine"), None)
+    if theta is not None:  # a spatial transformer: CAMs live on its warped view; show them on the input
+        cams = {m: CamMap(m, _renormalise(cam_core.warp_to_input(c.heatmap, theta)),
+                          cam_core.warp_to_input(c.raw, theta), c.layer_map) for m, c in cams.items()}
     timings["cams"] = cam_core.now_ms() - t4
 
     logits_np = logits.detach()[0].float().numpy()
@@ -190,6 +194,11 @@ def explain(model: str | ModelSpec | LoadedModel | nn.Module, image, methods: Se
         layer=layer_name, cams=cams, attention_maps=attention_maps, stage_summaries=summaries, timings=timings,
         logits=logits_np, weights_sha256=digest, warnings=warnings,
         view_resize=spec.resize_size if (spec and view is not None) else 0)
+
+
+def _renormalise(heat: np.ndarray) -> np.ndarray:
+    top = float(heat.max())
+    return (heat / top).astype(np.float32) if top > 0 else heat
 
 
 def _guess_attention(maps: list[AttentionMap]) -> str:

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.attention import CBAM, CoordAtt, ECALayer, SELayer, TripletAttention
+from models.attention import (BAM, CBAM, ContextBlock, CoordAtt, DualAttention, ECALayer, MHSA2d, NonLocalBlock2D,
+                              RecurrentCrissCross, SELayer, SpatialTransformer, TripletAttention)
 
 from .results import AttentionMap
 
-Records = dict[str, np.ndarray]  # gate name -> first sample's gate output (float32)
+Records = dict[str, np.ndarray]  # gate name -> first sample's gate output (float32); SHAPE -> module input shape
+SHAPE = "__input_shape__"
 
 
 def _spatial(block: str, stage: str, kind: str, name: str, data: np.ndarray, note: str) -> AttentionMap:
@@ -101,7 +103,7 @@ class TripletAdapter(Adapter):
             _spatial(block, stage, "triplet", "branch H-C on HxW", hc_hw, "ChannelGateW weight averaged over channels"),
         ]
         if "hw" in rec:
-            hw = rec["hw"][0, 0] if rec["hw"].ndim == 4 else rec["hw"][0]
+            hw = rec["hw"][0]
             branches.append(hw)
             out.append(_spatial(block, stage, "triplet", "branch H-W", hw, "SpatialGate (pools over C)"))
         mean = np.mean(np.stack(branches), axis=0)
@@ -131,12 +133,167 @@ class CoordAdapter(Adapter):
         ]
 
 
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-v))).astype(np.float32)
+
+
+def _grid(n: int, h: int, w: int) -> tuple[int, int]:
+    """Key-grid shape for ``n`` key positions of an h x w map (same size, or 2x2 sub-sampled)."""
+    if n == h * w:
+        return h, w
+    if n == (h // 2) * (w // 2):
+        return h // 2, w // 2
+    raise ValueError(f"cannot place {n} keys on a {h}x{w} map")
+
+
+def _affinity(block: str, stage: str, kind: str, name: str, weights: np.ndarray, shape: tuple[int, ...],
+              note: str) -> AttentionMap:
+    """(HW, HW') query-by-key weights -> an (H, W, H', W') affinity map."""
+    h, w = shape[-2:]
+    hk, wk = _grid(weights.shape[-1], h, w)
+    return AttentionMap(block, stage, kind, name, "affinity", weights.reshape(h, w, hk, wk).astype(np.float32),
+                        ("Hq", "Wq", "Hk", "Wk"), note)
+
+
+def _attended(block: str, stage: str, kind: str, affinity: AttentionMap, note: str) -> AttentionMap:
+    """How much attention each key position receives, averaged over queries (a spatial summary)."""
+    received = affinity.data.mean(axis=(0, 1))
+    top = received.max()
+    return _spatial(block, stage, kind, "attended (mean over queries)", received / top if top > 0 else received, note)
+
+
+class BAMAdapter(Adapter):
+    attention, module_types = "bam", (BAM,)
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        return {"mc": module.channel_att, "ms": module.spatial_att, "gate": module.gate}
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        return [
+            AttentionMap(block, stage, "bam", "channel", "channel", _sigmoid(rec["mc"].reshape(-1)), ("C",),
+                         "sigmoid of the channel branch Mc"),
+            _spatial(block, stage, "bam", "spatial", _sigmoid(rec["ms"][0]), "sigmoid of the spatial branch Ms"),
+            _spatial(block, stage, "bam", "attention", rec["gate"].mean(axis=0),
+                     "the combined gate sigmoid(Mc + Ms), averaged over channels (x is scaled by 1 + this)"),
+        ]
+
+
+class NonLocalAdapter(Adapter):
+    attention, module_types = "nonlocal", (NonLocalBlock2D,)
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        return {"affinity": module.softmax}
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        aff = _affinity(block, stage, "nonlocal", "affinity", rec["affinity"], rec[SHAPE],
+                        "softmax(theta^T phi): each query position's weights over the (sub-sampled) positions")
+        return [aff, _attended(block, stage, "nonlocal", aff, "attention received per position, scaled to max 1")]
+
+
+class ContextAdapter(Adapter):
+    attention, module_types = "gc", (ContextBlock,)
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        return {"context": module.softmax}
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        h, w = rec[SHAPE][-2:]
+        ctx = rec["context"].reshape(h, w)
+        return [_spatial(block, stage, "gc", "context", ctx / ctx.max() if ctx.max() > 0 else ctx,
+                         "softmax(conv_mask(x)) over positions (one map for all queries), scaled to max 1")]
+
+
+def _cross_to_full(step: np.ndarray) -> np.ndarray:
+    """(H, W, H + W) criss-cross weights -> (H, W, H, W): each query's weights on its column and row."""
+    h, w = step.shape[:2]
+    full = np.zeros((h, w, h, w), np.float32)
+    rows, cols = np.arange(h), np.arange(w)
+    for y in range(h):
+        for x in range(w):
+            full[y, x, :, x] += step[y, x, :h]   # the column through (y, x)
+            full[y, x, y, :] += step[y, x, h:]   # the row through (y, x)
+    del rows, cols
+    return full
+
+
+class CrissCrossAdapter(Adapter):
+    attention, module_types = "cc", (RecurrentCrissCross,)
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        return {f"step{i + 1}": g for i, g in enumerate(module.steps)}
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        steps = [rec[k] for k in sorted(k for k in rec if k.startswith("step"))]
+        h, w = steps[0].shape[:2]
+        out = []
+        reach = None
+        for i, step in enumerate(steps, start=1):
+            full = _cross_to_full(step)
+            out.append(AttentionMap(block, stage, "cc", f"step {i} criss-cross", "affinity", full,
+                                    ("Hq", "Wq", "Hk", "Wk"), "a query's weights over its own row and column"))
+            flat = full.reshape(h * w, h * w)
+            reach = flat if reach is None else flat @ reach    # step i reads step i-1's outputs
+        reach_map = AttentionMap(block, stage, "cc", f"{len(steps)}-step reach", "affinity",
+                                 reach.reshape(h, w, h, w).astype(np.float32), ("Hq", "Wq", "Hk", "Wk"),
+                                 "product of the steps' weights: where a query can read from after all steps")
+        out.append(reach_map)
+        out.append(_attended(block, stage, "cc", reach_map, "multi-step reach received per position, scaled to max 1"))
+        return out
+
+
+class DANetAdapter(Adapter):
+    attention, module_types = "danet", (DualAttention,)
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        return {"pam": module.pam.softmax, "cam": module.cam.softmax}
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        pam = _affinity(block, stage, "danet", "position attention", rec["pam"], rec[SHAPE],
+                        "PAM softmax: each query position's weights over all positions")
+        return [pam, _attended(block, stage, "danet", pam, "position attention received, scaled to max 1"),
+                AttentionMap(block, stage, "danet", "channel affinity", "matrix", rec["cam"], ("C", "C"),
+                             "CAM softmax(rowmax - X X^T): each channel's weights over all channels")]
+
+
+class MHSAAdapter(Adapter):
+    attention, module_types = "mhsa", (MHSA2d,)
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        return {"attention": module.softmax}
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        heads = rec["attention"]                              # (heads, HW, HW)
+        out = [_affinity(block, stage, "mhsa", f"head {i + 1}", heads[i], rec[SHAPE],
+                         f"head {i + 1}: each query position's weights over all positions") for i in range(len(heads))]
+        mean = _affinity(block, stage, "mhsa", "mean of heads", heads.mean(axis=0), rec[SHAPE],
+                         "attention weights averaged over heads")
+        return out + [mean, _attended(block, stage, "mhsa", mean, "attention received (all heads), scaled to max 1")]
+
+
+class STNAdapter(Adapter):
+    attention, module_types = "stn", (SpatialTransformer,)
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        return {"theta": module.theta}
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        return [AttentionMap(block, "input", "stn", "sampled region", "affine", rec["theta"].astype(np.float32),
+                             ("row", "col"), "the square of the input the classifier sees (theta of affine_grid)")]
+
+
 ADAPTERS: list[Adapter] = [
     ChannelGateAdapter("se", SELayer, lambda m: m.gate),
     ChannelGateAdapter("eca", ECALayer, lambda m: m.gate),
     CBAMAdapter(),
     TripletAdapter(),
     CoordAdapter(),
+    BAMAdapter(),
+    NonLocalAdapter(),
+    ContextAdapter(),
+    CrissCrossAdapter(),
+    DANetAdapter(),
+    MHSAAdapter(),
+    STNAdapter(),
 ]
 
 
@@ -155,10 +312,16 @@ def _adapter_for(module: nn.Module) -> Adapter | None:
 _STAGE_RE = re.compile(r"(?:^|\.)(layer\d+)(?:\.|$)")
 
 
+_AFTER_STAGE_RE = re.compile(r"^[a-z_]+?(\d+)$")
+
+
 def _stage_of(block: str, rec: Records, maps: list[AttentionMap]) -> str:
     match = _STAGE_RE.search(block)
     if match:
         return match.group(1)
+    after = _AFTER_STAGE_RE.match(block)  # modules placed after a stage: bam1, nl2, cc3, danet3
+    if after:
+        return f"layer{after.group(1)}"
     spatial = next((m for m in maps if m.layout == "spatial"), None)
     if spatial is not None:
         return f"{spatial.data.shape[0]}x{spatial.data.shape[1]}"
@@ -178,8 +341,17 @@ class AttentionRecording:
     def attach(self) -> None:
         for name, module, adapter in self.modules:
             self._records[name] = {}
+            self._handles.append(module.register_forward_pre_hook(self._shape_probe(name)))
             for gate_name, gate in adapter.gates(module).items():
                 self._handles.append(gate.register_forward_hook(self._hook(name, gate_name)))
+
+    def _shape_probe(self, block: str):
+        store = self._records[block]
+
+        def probe(module: nn.Module, inputs: tuple) -> None:
+            if inputs and isinstance(inputs[0], torch.Tensor):
+                store[SHAPE] = tuple(inputs[0].shape)
+        return probe
 
     def _hook(self, block: str, gate_name: str):
         store = self._records[block]
@@ -201,17 +373,19 @@ class AttentionRecording:
         out: list[AttentionMap] = []
         for name, _module, adapter in self.modules:
             rec = self._records.get(name) or {}
-            if not rec:
+            if not any(k != SHAPE for k in rec):
                 continue
             block_maps = adapter.maps(name, "", rec)
             stage = _stage_of(name, rec, block_maps)
-            out.extend(AttentionMap(m.block, stage, m.attention, m.name, m.layout, m.data, m.axes, m.note)
+            out.extend(AttentionMap(m.block, m.stage or stage, m.attention, m.name, m.layout, m.data, m.axes, m.note)
                        for m in block_maps)
         return out
 
 
 # The one map per block that the stage summary averages: its effective spatial weight.
-SUMMARY_SPATIAL = {"cbam": "spatial", "triplet": "mean", "coord": "ca_product"}
+SUMMARY_SPATIAL = {"cbam": "spatial", "triplet": "mean", "coord": "ca_product", "bam": "attention",
+                   "gc": "context", "nonlocal": "attended (mean over queries)", "cc": "attended (mean over queries)",
+                   "danet": "attended (mean over queries)", "mhsa": "attended (mean over queries)"}
 
 
 def stage_summaries(maps: list[AttentionMap]) -> list[AttentionMap]:

@@ -125,7 +125,9 @@ def primary_attention(expl: Explanation) -> AttentionMap | None:
     if spatial:
         return spatial[-1]
     channel = [s for s in expl.stage_summaries if s.layout == "channel"]
-    return channel[-1] if channel else None
+    if channel:
+        return channel[-1]
+    return next((m for m in expl.attention_maps if m.layout == "affine"), None)
 
 
 def attention_cell(expl: Explanation, size: int, opacity: float = 0.5, cmap: str = "jet") -> np.ndarray:
@@ -134,6 +136,56 @@ def attention_cell(expl: Explanation, size: int, opacity: float = 0.5, cmap: str
     if amap is None:
         return text_image(["no attention module"], size, size, 13, (240, 240, 240), (120, 120, 120), center=True)
     return attention_map_image(amap, expl.image, size, opacity, cmap, title=f"{amap.stage} {amap.name.split(' ')[0]}")
+
+
+def cam_peak(expl: Explanation) -> tuple[float, float]:
+    """The default query point: the first CAM's maximum, as (x, y) fractions of the image."""
+    if not expl.cams:
+        return 0.5, 0.5
+    heat = next(iter(expl.cams.values())).heatmap
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return (x + 0.5) / heat.shape[1], (y + 0.5) / heat.shape[0]
+
+
+def _marker(img: np.ndarray, xy: tuple[float, float], colour=(255, 255, 255)) -> np.ndarray:
+    x, y = int(xy[0] * img.shape[1]), int(xy[1] * img.shape[0])
+    out = img.copy()
+    cv2.drawMarker(out, (x, y), (0, 0, 0), cv2.MARKER_CROSS, 15, 4)
+    cv2.drawMarker(out, (x, y), colour, cv2.MARKER_CROSS, 13, 2)
+    return out
+
+
+def affinity_image(amap: AttentionMap, image: np.ndarray | None, query: tuple[float, float], size: int,
+                   opacity: float, cmap: str) -> np.ndarray:
+    """One query position's weights over the key positions, overlaid, with the query marked."""
+    hq, wq = amap.data.shape[:2]
+    qx = min(wq - 1, int(query[0] * wq))
+    qy = min(hq - 1, int(query[1] * hq))
+    weights = amap.data[qy, qx]
+    top = float(weights.max())
+    weights = weights / top if top > 0 else weights
+    base = image if image is not None else np.zeros((size, size, 3), np.uint8)
+    body = _square(overlay(base, weights, opacity, cmap, 0.0, 1.0), size)
+    return _marker(body, query)
+
+
+def region_image(theta: np.ndarray, image: np.ndarray | None, size: int) -> np.ndarray:
+    """A spatial transformer's sampled square drawn on the input, with the warped input as an inset."""
+    from .cam import affine_to_pixels
+
+    base = _square(image if image is not None else np.zeros((size, size, 3), np.uint8), size)
+    m = affine_to_pixels(theta, size, size)
+    corners = np.array([[0, 0], [size - 1, 0], [size - 1, size - 1], [0, size - 1]], np.float64)
+    quad = (corners @ m[:, :2].T + m[:, 2]).round().astype(np.int32)
+    out = base.copy()
+    cv2.polylines(out, [quad], True, (0, 0, 0), 3)
+    cv2.polylines(out, [quad], True, MASK_COLOUR, 1)
+    warped = cv2.warpAffine(base, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REPLICATE)
+    inset = max(16, size // 3)
+    out[-inset - 2:, -inset - 2:] = 255
+    out[-inset:, -inset:] = _resize(warped, (inset, inset))
+    return out
 
 
 def bar_chart(values: np.ndarray, width: int = 320, height: int = 120, title: str = "", vmin: float = 0.0,
@@ -216,10 +268,18 @@ def _titled(img: np.ndarray, title: str, font: int = 12) -> np.ndarray:
 
 
 def attention_map_image(amap: AttentionMap, image: np.ndarray | None, size: int = 200, opacity: float = 0.5,
-                        cmap: str = "jet", title: str | None = None) -> np.ndarray:
-    """Draw one attention map according to its layout; the title is the map's label unless given."""
+                        cmap: str = "jet", title: str | None = None,
+                        query: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+    """Draw one attention map according to its layout; the title is the map's label unless given.
+
+    ``query`` (x, y fractions of the image) picks the query position of "affinity" maps.
+    """
     title = amap.label if title is None else title
-    if amap.layout == "spatial":
+    if amap.layout == "affinity":
+        body = affinity_image(amap, image, query, size, opacity, cmap)
+    elif amap.layout == "affine":
+        body = region_image(amap.data, image, size)
+    elif amap.layout == "spatial":
         if image is not None:
             body = _square(overlay(image, amap.data, opacity, cmap, 0.0, 1.0), size)
         else:

@@ -14,8 +14,12 @@ import numpy as np
 #   "spatial"   (H, W) values in [0, 1] over the feature map — drawn as a heatmap over the image
 #   "channel"   (C,)   one weight per channel — drawn as a bar chart
 #   "profile_h" (H,)   a weight per row;  "profile_w" (W,) a weight per column — drawn as line plots
-#   "matrix"    (A, B) any other 2-D map (Triplet's C-W / H-C planes, affinities) — drawn as an image
-MapLayout = Literal["spatial", "channel", "profile_h", "profile_w", "matrix"]
+#   "matrix"    (A, B) any other 2-D map (Triplet's C-W / H-C planes, channel affinities) — drawn as an image
+#   "affinity"  (Hq, Wq, Hk, Wk) for every query position, its weights over key positions (Non-local,
+#               criss-cross, DANet PAM, self-attention) — drawn for one query point the user picks
+#   "affine"    (2, 3) a spatial transformer's theta in affine_grid's normalised coordinates — drawn as
+#               the sampled region on the input plus the warped input
+MapLayout = Literal["spatial", "channel", "profile_h", "profile_w", "matrix", "affinity", "affine"]
 
 
 @dataclass(frozen=True)

@@ -316,8 +316,20 @@ def label_for(seed: int, index: int) -> int:
     return (index + seed) % len(CLASS_NAMES)
 
 
-def render_scene(seed: int, index: int, size: int = IMAGE_SIZE) -> tuple[np.ndarray, int, np.ndarray]:
-    """Scene ``index`` of data set ``seed``: (image (H,W,3) uint8, label, visible mask (H,W) bool)."""
+@dataclass(frozen=True)
+class SceneParts:
+    """A scene and how it was built, so tests can check distractors and occluders directly."""
+
+    image: np.ndarray            # (H, W, 3) uint8
+    label: int
+    visible: np.ndarray          # (H, W) bool: object pixels left visible
+    whole: np.ndarray            # (H, W) bool: the object before occlusion
+    distractors: tuple[np.ndarray, ...]  # (H, W) bool per distractor
+    occluder: np.ndarray | None  # (H, W) bool, or None
+
+
+def compose_scene(seed: int, index: int, size: int = IMAGE_SIZE) -> SceneParts:
+    """Build scene ``index`` of data set ``seed``; every random draw comes from ``(seed, index, VERSION)``."""
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError(f"scene size must be between {MIN_SIZE} and {MAX_SIZE} px, got {size}")
     rng = np.random.default_rng([seed, index, VERSION])
@@ -332,21 +344,22 @@ def render_scene(seed: int, index: int, size: int = IMAGE_SIZE) -> tuple[np.ndar
 
     # distractors: anywhere except on (or touching) the object
     keep_out = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    placed, attempts = 0, 0
+    distractors: list[np.ndarray] = []
+    attempts = 0
     wanted = int(rng.integers(1, 5))
-    while placed < wanted and attempts < 12:
+    while len(distractors) < wanted and attempts < 12:
         attempts += 1
         layer = np.zeros((size, size), np.uint8)
         _draw_distractor(rng, layer, int(rng.integers(4)), size)
         if layer.any() and not (layer.astype(bool) & keep_out).any():
             _paint(img, layer, _random_colour(rng))
-            placed += 1
+            distractors.append(layer.astype(bool))
 
     bg_luma = float(_luminance(img[mask]).mean()) if mask.any() else 128.0
     colour = _fill_colour(rng, bg_luma)
     img[mask] = _texture(rng, size, colour, bg_luma)[mask]
 
-    visible = mask
+    visible, occluder = mask, None
     if rng.random() < OCCLUSION_PROB:
         area = mask.sum()
         for _ in range(20):
@@ -356,9 +369,17 @@ def render_scene(seed: int, index: int, size: int = IMAGE_SIZE) -> tuple[np.ndar
             covered = (layer.astype(bool) & mask).sum() / max(1, area)
             if OCCLUSION_RANGE[0] <= covered <= OCCLUSION_RANGE[1]:
                 _paint(img, layer, _random_colour(rng))
-                visible = mask & ~layer.astype(bool)
+                occluder = layer.astype(bool)
+                visible = mask & ~occluder
                 break
-    return np.clip(img, 0, 255).astype(np.uint8), label, visible
+    image = np.clip(img, 0, 255).astype(np.uint8)
+    return SceneParts(image, label, visible, mask, tuple(distractors), occluder)
+
+
+def render_scene(seed: int, index: int, size: int = IMAGE_SIZE) -> tuple[np.ndarray, int, np.ndarray]:
+    """Scene ``index`` of data set ``seed``: (image (H,W,3) uint8, label, visible mask (H,W) bool)."""
+    parts = compose_scene(seed, index, size)
+    return parts.image, parts.label, parts.visible
 
 
 def _box(mask: np.ndarray) -> np.ndarray:

@@ -217,9 +217,11 @@ def git_commit() -> str:
         return "unknown"
 
 
-ZOO_ATTENTION = ("none", "se", "eca", "cbam", "triplet", "coord")
+ZOO_ATTENTION = ("none", "se", "eca", "cbam", "triplet", "coord",
+                 "bam", "nonlocal", "gc", "cc", "danet", "mhsa", "stn")
 DISPLAY = {"none": "Baseline", "se": "SE", "eca": "ECA", "cbam": "CBAM", "triplet": "Triplet Attention",
-           "coord": "Coordinate Attention"}
+           "coord": "Coordinate Attention", "bam": "BAM", "nonlocal": "Non-local", "gc": "Global Context",
+           "cc": "Criss-Cross", "danet": "DANet", "mhsa": "Self-attention (BoT)", "stn": "Spatial transformer"}
 
 
 def zoo_name(attention: str) -> str:
@@ -232,9 +234,15 @@ def architecture_for(attention: str) -> str:
 
 
 def train_variant(attention: str, out_dir: Path, recipe: dict = RECIPE, progress: bool = True,
-                  log: Callable[[str], None] = print) -> dict:
-    """Train one zoo variant from scratch and write ``<name>.safetensors`` + ``<name>.json`` to ``out_dir``."""
+                  log: Callable[[str], None] = print, commit: str | None = None) -> dict:
+    """Train one zoo variant from scratch and write ``<name>.safetensors`` + ``<name>.json`` to ``out_dir``.
+
+    ``commit`` is the project commit the code was loaded from (taken before training starts, so edits made
+    while a long run is going do not mislabel it).
+    """
     from safetensors.torch import save_file
+
+    commit = commit or git_commit()
 
     torch.set_num_threads(recipe.get("threads", 2))
     size = recipe["image_size"]
@@ -255,7 +263,11 @@ def train_variant(attention: str, out_dir: Path, recipe: dict = RECIPE, progress
     shipped = models.build(arch, num_classes=len(synth.CLASS_NAMES))
     shipped.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     test_acc = accuracy(shipped.eval(), test.images, test.labels)
+    from models.resnet import last_stage_attention_name
+
     from .zoo import sha256_file
+
+    cam_layer = last_stage_attention_name(shipped) or "layer3"  # a head after layer3 (CCNet, DANet) is explained too
 
     card = {
         "name": name,
@@ -268,8 +280,8 @@ def train_variant(attention: str, out_dir: Path, recipe: dict = RECIPE, progress
         "resize_size": size,
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
-        "default_layer": "layer3",
-        "layers": ["layer1", "layer2", "layer3"],
+        "default_layer": cam_layer,
+        "layers": ["layer1", "layer2", "layer3"] + ([cam_layer] if cam_layer != "layer3" else []),
         "parameters": sum(p.numel() for p in model.parameters()),
         "flops": count_flops(shipped, size),
         "test_accuracy": round(test_acc, 4),
@@ -284,7 +296,7 @@ def train_variant(attention: str, out_dir: Path, recipe: dict = RECIPE, progress
         "data_seed": recipe["train_seed"],
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                    f"{recipe.get('threads', 2)} threads",
-        "project_commit": git_commit(),
+        "project_commit": commit,
         "weights_dtype": "float16",
         "sha256": sha256_file(weights_path),
         "command": f"attnviz train --attention {attention}",

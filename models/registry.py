@@ -47,12 +47,14 @@ def _eca_builder(depth: int) -> Callable[..., nn.Module]:
 
 
 _OFFICIAL_RESNET_SOURCES = {
+    "bam": "Jongchan/attention-module (MODELS/model_resnet.py, att_type='BAM')",
     "se": "moskomule/senet.pytorch (senet/se_resnet.py)",
     "eca": "BangguWu/ECANet (models/eca_resnet.py, k_size 3,5,5,7)",
     "cbam": "Jongchan/attention-module (MODELS/model_resnet.py, att_type='CBAM')",
     "triplet": "landskape-ai/triplet-attention (MODELS/resnet.py)",
 }
-_PREFIX = {"se": "se", "eca": "eca", "cbam": "cbam", "triplet": "triplet", "coord": "ca"}
+_PREFIX = {"se": "se", "eca": "eca", "cbam": "cbam", "triplet": "triplet", "coord": "ca", "bam": "bam",
+           "nonlocal": "nonlocal", "gc": "gc", "cc": "cc", "danet": "danet", "mhsa": "bot", "stn": "stn"}
 
 for _depth in (18, 34, 50):
     register(Architecture(f"resnet{_depth}", _resnet_builder(_depth, None), "none", "resnet",

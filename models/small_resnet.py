@@ -10,13 +10,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .resnet import AttnBasicBlock, insert_attention
+from .resnet import AttnBasicBlock, StageSlotsMixin, insert_attention
 
 DEFAULT_WIDTHS = (32, 64, 128)
 DEFAULT_DEPTHS = (2, 2, 2)
 
 
-class SmallResNet(nn.Module):
+class SmallResNet(StageSlotsMixin, nn.Module):
     """conv-bn-relu stem (stride 2) + conv-bn-relu (stride 2), three BasicBlock stages, GAP, FC."""
 
     def __init__(self, num_classes: int = 11, widths: Sequence[int] = DEFAULT_WIDTHS,
@@ -40,6 +40,7 @@ class SmallResNet(nn.Module):
                 inplanes = width
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.num_stages = len(widths)
+        self.last_stage_size = input_size // (4 * 2 ** (len(widths) - 1))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(inplanes, num_classes)
         for m in self.modules():
@@ -47,11 +48,10 @@ class SmallResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.run_input_modules(x)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
-        for i in range(1, self.num_stages + 1):
-            x = getattr(self, f"layer{i}")(x)
-        return x
+        return self.run_stages(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))

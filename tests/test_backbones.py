@@ -55,7 +55,7 @@ def test_small_resnet_gives_8x8_last_stage_at_128px_and_any_attention(attention)
         logits = model(torch.randn(2, 3, 128, 128))
     assert features.shape[-2:] == (8, 8)
     assert logits.shape == (2, 11)
-    if attention:
+    if attention and ATTENTION_TYPES[attention].placement == "block":
         attr = ATTENTION_TYPES[attention].block_attr
         assert all(hasattr(block, attr) for stage in (model.layer1, model.layer2, model.layer3) for block in stage)
 

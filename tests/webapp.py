@@ -1,0 +1,42 @@
+"""Helpers for tests that start the web page: a free port and an in-process server."""
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import urllib.request
+from typing import Iterator
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(url: str, timeout: float = 60.0) -> float:
+    """Seconds until ``url`` answers HTTP 200; raises TimeoutError otherwise."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return time.perf_counter() - start
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@contextlib.contextmanager
+def running_app() -> Iterator[str]:
+    """Start the page in this process (no thread lock) and yield its URL."""
+    from attnviz import ui
+
+    port = free_port()
+    app = ui.launch(host="127.0.0.1", port=port, prevent_thread_lock=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_serving(url)
+        yield url
+    finally:
+        app.close()
