@@ -12,7 +12,7 @@ from . import pipeline
 from .engine import DEFAULT_METHODS
 from .errors import AttnvizError
 from .images import load_mask
-from .report import PREDICTION_COLUMNS, write_csv
+from .report import PREDICTION_COLUMNS, maps_npz_bytes, write_csv
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 SCORE_COLUMNS = ["image", "model", "map", "pointing_game", "energy_pointing_game", "iou"]
@@ -41,8 +41,9 @@ def _mask_beside(path: Path):
 
 def explain_paths(images: Sequence[str], out_dir: Path, models: Sequence[str] | None = None,
                   methods: Sequence[str] = DEFAULT_METHODS, target: str | None = None, layer: str | None = None,
-                  progress: bool = True) -> int:
-    """Write ``<stem>_grid.png`` and ``<stem>.json`` per image plus ``predictions.csv`` / ``scores.csv``.
+                  progress: bool = True, npz: bool = False) -> int:
+    """Write ``<stem>_grid.png`` and ``<stem>.json`` per image plus ``predictions.csv`` / ``scores.csv``
+    (and ``<stem>_maps.npz`` with every raw map and the logits when ``npz``).
 
     Returns 0 when every image was processed, 1 when some were skipped (each reported on stderr).
     """
@@ -73,6 +74,8 @@ def explain_paths(images: Sequence[str], out_dir: Path, models: Sequence[str] | 
         stem = path.stem
         cv2.imwrite(str(out_dir / f"{stem}_grid.png"), cv2.cvtColor(result.grid, cv2.COLOR_RGB2BGR))
         (out_dir / f"{stem}.json").write_text(json.dumps(result.report, indent=2))
+        if npz:
+            (out_dir / f"{stem}_maps.npz").write_bytes(maps_npz_bytes(result.comparison))
         for row in result.predictions:
             prediction_rows.append({**row, "image": str(path)})
         for model, per_map in result.scores.items():

@@ -30,6 +30,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from .zoo import all_specs
 
+    if args.architectures:
+        import models
+
+        for name in models.available():
+            arch = models.get(name)
+            print(f"{name:<28} attention={arch.attention:<9} {arch.source}")
+        return 0
     specs = all_specs()
     if not specs:
         print("No models registered.")
@@ -49,8 +56,54 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from .batch import explain_paths
 
-    return explain_paths(args.images, out_dir=Path(args.out), models=args.models, methods=args.methods,
-                         target=args.target, layer=args.layer, progress=not args.quiet)
+    chosen = args.models
+    if args.checkpoint or args.arch:
+        if not (args.checkpoint and args.arch):
+            raise AttnvizError("--checkpoint and --arch go together: which architecture is the checkpoint for?")
+        from . import zoo
+        from .checkpoints import checkpoint_spec, save_safetensors
+
+        spec = zoo.register(checkpoint_spec(args.arch, args.checkpoint, args.classes), replace=True)
+        if args.save_safetensors:
+            save_safetensors(zoo.load(spec).model, args.save_safetensors)
+            print(f"wrote {args.save_safetensors}", file=sys.stderr)
+        chosen = [spec.name] + list(args.models or [])
+    return explain_paths(args.images, out_dir=Path(args.out), models=chosen, methods=args.methods,
+                         target=args.target, layer=args.layer, progress=not args.quiet, npz=args.npz)
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from .imagenet import SOURCES, download, resolve_names, weights_dir
+
+    if args.action == "list":
+        print(f"cache: {weights_dir()}")
+        for src in SOURCES:
+            state = "downloaded" if src.path.is_file() else "not downloaded"
+            print(f"{src.name:<24} {src.library:<12} {state:<15} {src.url}")
+        return 0
+    for src in resolve_names(args.names, args.set or []):
+        path = download(src, progress=not args.quiet)
+        print(f"{src.name}: {path} (sha256 verified)", file=sys.stderr)
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from .checkpoints import guess_architecture, load_into, read_checkpoint, save_safetensors
+
+    state = read_checkpoint(args.file)
+    if args.action == "inspect":
+        guess, score = guess_architecture(state)
+        print(f"{len(state)} tensors, {sum(t.numel() for t in state.values()):,} values")
+        print(f"closest architecture: {guess} (key overlap {score:.0%})")
+        if args.arch:
+            load_into(args.arch, state)
+            print(f"loads strictly into {args.arch}")
+        return 0
+    if not args.arch or not args.out:
+        raise AttnvizError("convert needs --arch (checked by a strict load) and --out FILE.safetensors")
+    save_safetensors(load_into(args.arch, state), args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -113,10 +166,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="class name or index (default: each model's top-1)")
     p.add_argument("--layer", default=None, help="CAM layer, e.g. layer2 (default: each model's own)")
     p.add_argument("--out", default="attnviz-out", help="output folder")
+    p.add_argument("--arch", default=None, help="architecture of --checkpoint (see `attnviz models --architectures`)")
+    p.add_argument("--checkpoint", default=None, help=".safetensors, or .pth/.pt read with weights_only=True")
+    p.add_argument("--classes", default=None, help="class names for --checkpoint: .txt (one per line) or .json")
+    p.add_argument("--save-safetensors", default=None, help="also write the loaded checkpoint as .safetensors")
+    p.add_argument("--npz", action="store_true", help="also write <image>_maps.npz (raw maps and logits)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_explain)
 
+    p = sub.add_parser("weights", help="download ImageNet weights into the cache (an explicit, offline-safe step)")
+    p.add_argument("action", choices=["download", "list"])
+    p.add_argument("names", nargs="*", help="models to download, e.g. tv-resnet50 timm-seresnet50")
+    p.add_argument("--set", action="append", help="a named set: imagenet (all ImageNet models)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("checkpoint", help="inspect a checkpoint, or convert it to .safetensors")
+    p.add_argument("action", choices=["inspect", "convert"])
+    p.add_argument("file")
+    p.add_argument("--arch", default=None)
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_checkpoint)
+
     p = sub.add_parser("models", help="list the registry and what is available offline")
+    p.add_argument("--architectures", action="store_true", help="list buildable architectures (for --arch)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train bundled-zoo variants with the shared recipe")

@@ -30,6 +30,24 @@ CHECK_SCENES = 6
 METRIC_KEYS = ("pointing_game", "energy_pointing_game", "iou", "deletion_auc", "insertion_auc", "road")
 
 
+REGION = "stn_region"
+
+
+def region_mask(theta: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The input pixels inside a spatial transformer's sampled square."""
+    import cv2
+
+    from .cam import affine_to_pixels
+
+    h, w = shape
+    m = affine_to_pixels(theta, h, w)
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+    quad = np.round((corners @ m[:, :2].T + m[:, 2]) * 16).astype(np.int32)
+    canvas = np.zeros(shape, np.uint8)
+    cv2.fillPoly(canvas, [quad], 1, shift=4)
+    return canvas.astype(bool)
+
+
 def scene_metrics(loaded: zoo.LoadedModel, image: np.ndarray, label: int, mask: np.ndarray,
                   methods: Sequence[str], with_road: bool) -> tuple[dict[str, dict[str, float]], bool]:
     """Every metric for every map of one model on one scene; also whether the model was right."""
@@ -41,6 +59,12 @@ def scene_metrics(loaded: zoo.LoadedModel, image: np.ndarray, label: int, mask: 
     if own is not None:
         maps[OWN_MAP] = own
     out: dict[str, dict[str, float]] = {}
+    theta = next((a.data for a in e.attention_maps if a.layout == "affine"), None)
+    if theta is not None:  # spatial transformer: does the sampled square overlap the object?
+        region = region_mask(theta, mask.shape)
+        out[REGION] = {"iou": float((region & mask).sum() / max(1, (region | mask).sum())),
+                       "coverage": float((region & mask).sum() / max(1, mask.sum())),
+                       "area": float(region.mean())}
     names = list(maps)
     with loaded.lock:
         faith = metrics.faithfulness_many(loaded.model, x, [maps[n] for n in names], label)
@@ -138,10 +162,21 @@ def results_markdown(result: dict) -> str:
     ]
     for row in result["models"]:
         for m, stats in row["maps"].items():
+            if m == REGION:
+                continue
             lines.append(f"| {row['display_name']} | {row['accuracy'] * 100:.1f} % | {METHOD_TITLES.get(m, m)} | "
                          f"{_fmt(stats.get('pointing_game'), True)} | {_fmt(stats.get('energy_pointing_game'), True)} | "
                          f"{_fmt(stats.get('iou'))} | {_fmt(stats.get('deletion_auc'))} | "
                          f"{_fmt(stats.get('insertion_auc'))} | {_fmt(stats.get('road'))} |")
+    stn = [r for r in result["models"] if REGION in r["maps"]]
+    if stn:
+        lines += ["", "## Spatial transformer: the sampled region vs the object", ""]
+        for r in stn:
+            reg = r["maps"][REGION]
+            lines.append(f"* {r['display_name']}: mean IoU of the sampled square with the object mask "
+                         f"**{reg['iou']['mean']:.3f}** (± {reg['iou']['sem']:.3f}); on average the square covers "
+                         f"{reg['coverage']['mean'] * 100:.1f} % of the object's pixels and "
+                         f"{reg['area']['mean'] * 100:.1f} % of the image.")
     lines += ["", "Standard errors and per-scene check values are in `results.json`.", ""]
     return "\n".join(lines)
 
@@ -154,7 +189,7 @@ def plot_results(result: dict, path: Path) -> None:
     from .render import METHOD_TITLES
 
     rows = result["models"]
-    maps = list(dict.fromkeys(m for r in rows for m in r["maps"]))
+    maps = list(dict.fromkeys(m for r in rows for m in r["maps"] if m != REGION))
     fig = Figure(figsize=(11, 6.5), dpi=100)
     FigureCanvasAgg(fig)
     for k, (key, title) in enumerate((("energy_pointing_game", "Energy pointing game (higher is better)"),

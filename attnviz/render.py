@@ -155,6 +155,11 @@ def _marker(img: np.ndarray, xy: tuple[float, float], colour=(255, 255, 255)) ->
     return out
 
 
+def query_marker_image(image: np.ndarray, query: tuple[float, float], size: int = 256) -> np.ndarray:
+    """The image at ``size`` px with the query point (x, y fractions) marked — the page's query picker."""
+    return _marker(_square(image, size), query)
+
+
 def affinity_image(amap: AttentionMap, image: np.ndarray | None, query: tuple[float, float], size: int,
                    opacity: float, cmap: str) -> np.ndarray:
     """One query position's weights over the key positions, overlaid, with the query marked."""

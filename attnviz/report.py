@@ -45,6 +45,7 @@ def explanation_record(e: Explanation) -> dict:
         "methods": list(e.cams),
         "cam_peak_xy": {m: _peak(c.heatmap) for m, c in e.cams.items()},
         "attention_maps": len(e.attention_maps),
+        "logits": [float(f"{v:.7g}") for v in e.logits.tolist()],
         "timings_ms": {k: round(v, 2) for k, v in e.timings.items()},
         "warnings": e.warnings,
     }

@@ -39,6 +39,7 @@ DOWNLOAD_ROOT = Path(os.environ.get("ATTNVIZ_TMP", tempfile.gettempdir())) / "at
 DOWNLOAD_TTL_S = 3600
 CONCURRENCY = int(os.environ.get("ATTNVIZ_CONCURRENCY", "2"))
 PHOTO_EXAMPLES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
+QUERY_VIEW_PX = 256
 
 
 class SafeImage(gr.Image):
@@ -75,6 +76,12 @@ def _model_choices() -> list[tuple[str, str]]:
             label += " — not downloaded"
         out.append((label, spec.name))
     return out
+
+
+def _architectures() -> list[str]:
+    import models
+
+    return models.available()
 
 
 def default_models() -> list[str]:
@@ -164,16 +171,52 @@ def scores_frame(result: pipeline.PageResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "map", "pointing game", "energy on object", "IoU"])
 
 
-def attention_gallery(comparison: Comparison | None, model: str | None, scope: str,
-                      opacity: float = 0.5, cmap: str = "jet") -> list[tuple[np.ndarray, str]]:
-    """Rendered attention maps of one model: stage summaries, or every block's maps."""
+def _explanation(comparison: Comparison | None, model: str | None):
     if comparison is None or not model:
-        return []
-    expl = next((e for e in comparison.explanations if e.model == model), None)
+        return None
+    return next((e for e in comparison.explanations if e.model == model), None)
+
+
+def attention_gallery(comparison: Comparison | None, model: str | None, scope: str, opacity: float = 0.5,
+                      cmap: str = "jet", query: list[float] | None = None) -> list[tuple[np.ndarray, str]]:
+    """Rendered attention maps of one model: stage summaries, or every block's maps.
+
+    Query-based maps (Non-local, criss-cross, DANet, self-attention) are drawn for ``query`` (x, y
+    fractions of the image; default: the Grad-CAM peak). Nothing is re-run: the maps are in the state.
+    """
+    expl = _explanation(comparison, model)
     if expl is None:
         return []
-    maps = expl.stage_summaries if scope == "stage summaries" else expl.attention_maps
-    return [(render.attention_map_image(m, expl.image, 200, opacity, cmap), f"{m.label} — {m.note}") for m in maps]
+    q = tuple(query) if query else render.cam_peak(expl)
+    maps = list(expl.stage_summaries) if scope == "stage summaries" else list(expl.attention_maps)
+    if scope == "stage summaries":  # query maps and transforms have no stage mean; show them anyway
+        maps += [m for m in expl.attention_maps if m.layout in ("affinity", "affine") and
+                 m.name in ("mean of heads", "2-step reach", "affinity", "position attention", "sampled region")]
+    return [(render.attention_map_image(m, expl.image, 200, opacity, cmap, query=q), f"{m.label} — {m.note}")
+            for m in maps]
+
+
+def query_view(comparison: Comparison | None, model: str | None, query: list[float] | None):
+    """The model's view with the current query point marked (click it to move the query)."""
+    expl = _explanation(comparison, model)
+    if expl is None or expl.image is None:
+        return None
+    q = tuple(query) if query else render.cam_peak(expl)
+    return render.query_marker_image(expl.image, q, QUERY_VIEW_PX)
+
+
+def on_query_click(evt: gr.SelectData, comparison, model, scope, opacity, cmap):
+    expl = _explanation(comparison, model)
+    if expl is None:
+        return None, None, []
+    x, y = evt.index
+    query = [min(1.0, max(0.0, x / QUERY_VIEW_PX)), min(1.0, max(0.0, y / QUERY_VIEW_PX))]
+    return query, query_view(comparison, model, query), attention_gallery(comparison, model, scope, opacity, cmap, query)
+
+
+def on_attention_model(comparison, model, scope, opacity, cmap):
+    """A new model or scope: reset the query to that model's Grad-CAM peak."""
+    return None, query_view(comparison, model, None), attention_gallery(comparison, model, scope, opacity, cmap)
 
 
 def _status(result: pipeline.PageResult) -> str:
@@ -231,7 +274,8 @@ def on_compare(image, models, methods, target, layer, opacity, scale, cmap, box,
     scores = scores_frame(result)
     return (result.grid, predictions_frame(result), gr.update(value=scores, visible=not scores.empty),
             _status(result), files, result.comparison,
-            gr.update(choices=names, value=first), gr.update(value="stage summaries"), gallery)
+            gr.update(choices=names, value=first), gr.update(value="stage summaries"), gallery,
+            None, query_view(result.comparison, first, None))
 
 
 def api_compare(image, models: str = "", methods: str = "gradcam,gradcam++", target: str = ""):
@@ -242,6 +286,49 @@ def api_compare(image, models: str = "", methods: str = "gradcam,gradcam++", tar
                                methods=_csv(methods, DEFAULT_METHODS), target=target or None, source="api")
     result = _run(request, None)
     return result.grid, predictions_frame(result), result.report
+
+
+CHECKPOINT_ROOT = DOWNLOAD_ROOT.parent / "attnviz-checkpoints"
+
+
+def on_load_checkpoint(file_path, arch, classes_path, selected):
+    """Validate an uploaded checkpoint strictly and add it to the model list (nothing from it is executed)."""
+    from .checkpoints import checkpoint_spec
+
+    if not file_path:
+        raise gr.Error("Choose a checkpoint file first (.safetensors, .pth or .pt).")
+    if not arch:
+        raise gr.Error("Choose the architecture the checkpoint was trained with.")
+    source = Path(file_path)
+    CHECKPOINT_ROOT.mkdir(parents=True, exist_ok=True)
+    kept = CHECKPOINT_ROOT / f"{zoo.sha256_file(source)[:16]}{source.suffix.lower()}"
+    if not kept.exists():
+        shutil.copyfile(source, kept)
+    try:
+        spec = checkpoint_spec(arch, kept, classes_path, name=f"{arch}@{source.stem}"[:80])
+    except AttnvizError as exc:
+        raise gr.Error(str(exc)) from None
+    zoo.register(spec, replace=True)
+    choices = _model_choices()
+    value = [*(selected or []), spec.name] if spec.name not in (selected or []) else selected
+    message = (f"Loaded **{spec.name}**: {len(spec.class_names)} classes, strict key match with {arch}; "
+               f"CAM layer {spec.default_layer}. It is now in the model list.")
+    return gr.update(choices=choices, value=value), message
+
+
+def on_convert_checkpoint(file_path, arch):
+    """The uploaded checkpoint, strictly loaded into ``arch``, written back as .safetensors."""
+    from .checkpoints import load_into, read_checkpoint, save_safetensors
+
+    if not file_path or not arch:
+        raise gr.Error("Choose a checkpoint file and its architecture first.")
+    try:
+        model = load_into(arch, read_checkpoint(file_path))
+    except AttnvizError as exc:
+        raise gr.Error(str(exc)) from None
+    DOWNLOAD_ROOT.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="ckpt-", dir=DOWNLOAD_ROOT))
+    return str(save_safetensors(model, folder / f"{Path(file_path).stem}.safetensors"))
 
 
 def on_select(evt: gr.SelectData, clicks):
@@ -277,6 +364,7 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
         if not choices:
             gr.Markdown("**No models are available.** The bundled weights are missing from `models/weights/`.")
         comparison_state = gr.State(None)
+        query_state = gr.State(None)
         clicks_state = gr.State([])
         box_state = gr.State(None)
         with gr.Row():
@@ -288,6 +376,21 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
                 if examples:
                     gr.Examples(examples, inputs=[image_in], example_labels=example_labels, examples_per_page=12,
                                 label="Examples: benchmark scenes (with masks) and photographs")
+                with gr.Accordion("Your own checkpoint", open=False):
+                    ckpt_file = gr.File(label="Checkpoint (.safetensors, or .pth/.pt read with weights_only=True)",
+                                        file_types=[".safetensors", ".pth", ".pt", ".bin"], type="filepath",
+                                        elem_id="checkpoint-file")
+                    ckpt_arch = gr.Dropdown(_architectures(), value="resnet50", label="Architecture",
+                                            info="Official layouts: triplet_resnet50, cbam_resnet50, se_resnet50, "
+                                                 "eca_resnet50, ca_mobilenet_v2, triplet_mobilenet_v2, ...",
+                                            elem_id="checkpoint-arch")
+                    ckpt_classes = gr.File(label="Class names (optional: .txt one per line, or .json)",
+                                           file_types=[".txt", ".json"], type="filepath")
+                    with gr.Row():
+                        ckpt_load = gr.Button("Load checkpoint", elem_id="checkpoint-load")
+                        ckpt_convert = gr.Button("Convert to .safetensors")
+                    ckpt_status = gr.Markdown(elem_id="checkpoint-status")
+                    ckpt_out = gr.File(label="Converted checkpoint", interactive=False)
             with gr.Column(scale=1, min_width=320):
                 models_in = gr.Dropdown(choices, value=selection, multiselect=True, label="Models",
                                         max_choices=pipeline.MAX_MODELS_PER_REQUEST, elem_id="models")
@@ -310,23 +413,35 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
                                       interactive=False, visible=False, elem_id="scores")
         with gr.Accordion("Attention panel: every block's maps", open=True):
             with gr.Row():
-                attn_model = gr.Dropdown([], label="Model", interactive=True)
-                attn_scope = gr.Radio(["stage summaries", "every block"], value="stage summaries", label="Show")
-            attn_gallery = gr.Gallery(label="Attention maps", columns=4, height="auto", elem_id="attention-gallery")
+                with gr.Column(scale=1, min_width=260):
+                    attn_model = gr.Dropdown([], label="Model", interactive=True)
+                    attn_scope = gr.Radio(["stage summaries", "every block"], value="stage summaries", label="Show")
+                    query_img = gr.Image(label="Query point for Non-local / criss-cross / DANet / self-attention "
+                                               "maps: click to move it (default: the Grad-CAM peak)",
+                                         type="numpy", interactive=False, height=256, elem_id="query-image")
+                with gr.Column(scale=3):
+                    attn_gallery = gr.Gallery(label="Attention maps", columns=4, height="auto",
+                                              elem_id="attention-gallery")
         downloads = gr.File(label="Downloads: grid PNG, raw maps (.npz), JSON report", file_count="multiple",
                             interactive=False, elem_id="downloads")
 
         inputs = [image_in, models_in, methods_in, target_in, layer_in, opacity_in, scale_in, cmap_in, box_state]
         outputs = [grid_out, predictions_out, scores_out, status, downloads, comparison_state, attn_model,
-                   attn_scope, attn_gallery]
+                   attn_scope, attn_gallery, query_state, query_img]
         run.click(on_compare, inputs, outputs, api_name="compare_page", api_visibility="private",
                   concurrency_limit=CONCURRENCY, concurrency_id="compare", time_limit=600)
         image_in.select(on_select, [clicks_state], [clicks_state, box_state, box_info], api_visibility="private")
         image_in.change(on_clear_box, None, [clicks_state, box_state, box_info], api_visibility="private")
         clear_box.click(on_clear_box, None, [clicks_state, box_state, box_info], api_visibility="private")
-        for trigger in (attn_model.change, attn_scope.change):
-            trigger(attention_gallery, [comparison_state, attn_model, attn_scope, opacity_in, cmap_in], attn_gallery,
-                    api_visibility="private")
+        ckpt_load.click(on_load_checkpoint, [ckpt_file, ckpt_arch, ckpt_classes, models_in], [models_in, ckpt_status],
+                        api_name="load_checkpoint", concurrency_id="compare", concurrency_limit=CONCURRENCY)
+        ckpt_convert.click(on_convert_checkpoint, [ckpt_file, ckpt_arch], ckpt_out, api_visibility="private",
+                           concurrency_id="compare", concurrency_limit=CONCURRENCY)
+        panel_inputs = [comparison_state, attn_model, attn_scope, opacity_in, cmap_in]
+        for trigger in (attn_model.input, attn_scope.input):
+            trigger(on_attention_model, panel_inputs, [query_state, query_img, attn_gallery], api_visibility="private")
+        query_img.select(on_query_click, panel_inputs, [query_state, query_img, attn_gallery],
+                         api_visibility="private")
 
         with gr.Row(visible=False):  # the public API: same pipeline, fewer knobs
             api_image = SafeImage(type="filepath", sources=["upload"], label="image")

@@ -116,15 +116,16 @@ def _load_weights(model: nn.Module, spec: ModelSpec) -> str:
     if src.path is None:
         return ""
     if not src.path.is_file():
-        hint = f" {src.download_hint}" if src.download_hint else ""
-        raise WeightsUnavailableError(f"Weights for {spec.name!r} are not on this machine ({src.path}).{hint}")
-    from safetensors.torch import load_file
+        if src.download_hint:
+            raise WeightsUnavailableError(f"{spec.name} is not downloaded — {src.download_hint}.")
+        raise WeightsUnavailableError(f"Weights for {spec.name!r} are not on this machine ({src.path}).")
+    from .checkpoints import read_checkpoint
 
     digest = sha256_file(src.path)
     if src.sha256 and digest != src.sha256:
         raise WeightsUnavailableError(f"Weights file for {spec.name!r} is corrupt: sha256 {digest[:12]}… "
                                       f"does not match the model card ({src.sha256[:12]}…).")
-    state = load_file(str(src.path))
+    state = read_checkpoint(src.path)  # safetensors, or torch.load(weights_only=True) for .pth
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     return digest
 
@@ -207,6 +208,15 @@ def _bundled_provider() -> Iterable[ModelSpec]:
 
 
 add_provider(_bundled_provider)
+
+
+def _imagenet_provider() -> Iterable[ModelSpec]:
+    from .imagenet import provider
+
+    return provider()
+
+
+add_provider(_imagenet_provider)
 
 
 def random_spec(arch: str, num_classes: int = 1000, *, name: str | None = None, input_size: int = 224,

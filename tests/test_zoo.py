@@ -114,9 +114,11 @@ def test_results_table_numbers_are_recomputed_for_one_model():
         i = item["index"]
         values, _ = evaluate.scene_metrics(loaded, scenes.images[i], int(scenes.labels[i]), scenes.masks[i],
                                            results["methods"], with_road=False)
+        assert set(values) == set(item["values"])
         for m, stored in item["values"].items():
-            for k in ("pointing_game", "energy_pointing_game", "iou", "deletion_auc", "insertion_auc"):
-                assert values[m][k] == pytest.approx(stored[k], abs=1e-4), (row["model"], i, m, k)
+            for k, v in stored.items():
+                if k != "road":  # ROAD is not recomputed here (slow); everything else is
+                    assert values[m][k] == pytest.approx(v, abs=1e-4), (row["model"], i, m, k)
 
 
 @pytest.mark.slow

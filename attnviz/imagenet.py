@@ -1,0 +1,248 @@
+"""ImageNet-trained models from torchvision and timm — available only once their weights are on disk.
+
+Nothing here downloads at run time. ``attnviz weights download`` fetches the files into
+:func:`weights_dir` (``ATTNVIZ_WEIGHTS_DIR``, default ``~/.cache/attnviz/weights``) and checks each against
+the SHA-256 prefix its publisher put in the file name; until then the registry lists the model as
+"not downloaded" and loading it raises a message with the command to run. Class names come from
+torchvision's bundled weight metadata (no download).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from torch import nn
+
+from .errors import AttnvizError
+from .recorder import Adapter, AttentionMap, ChannelGateAdapter, register_adapter
+from .specs import ModelSpec, WeightsSource
+
+
+def weights_dir() -> Path:
+    root = os.environ.get("ATTNVIZ_WEIGHTS_DIR")
+    if root:
+        return Path(root)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "attnviz" / "weights"
+
+
+@dataclass(frozen=True)
+class ImageNetSource:
+    name: str            # registry name shown in the page and the CLI
+    display: str
+    library: str         # "torchvision" or "timm"
+    arch: str            # the library's model name
+    url: str             # the publisher's file; its name carries a SHA-256 prefix
+    attention: str       # "none", "se", "eca", "gc"
+    layers: tuple[str, ...]  # selectable CAM layers, deepest (default) last
+    resize: int = 256
+    crop: int = 224
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def sha256_prefix(self) -> str:
+        match = re.search(r"-([0-9a-f]{8,64})\.pth$", self.filename)
+        return match.group(1) if match else ""
+
+    @property
+    def path(self) -> Path:
+        return weights_dir() / self.library / self.filename
+
+
+SOURCES: tuple[ImageNetSource, ...] = (
+    ImageNetSource("tv-resnet50", "ResNet-50 (torchvision)", "torchvision", "resnet50",
+                   "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", "none",
+                   ("layer2", "layer3", "layer4"), 232, 224),
+    ImageNetSource("tv-mobilenet_v2", "MobileNetV2 (torchvision)", "torchvision", "mobilenet_v2",
+                   "https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth", "none",
+                   ("features.14", "features.18"), 232, 224),
+    ImageNetSource("tv-mobilenet_v3_large", "MobileNetV3-L, SE (torchvision)", "torchvision", "mobilenet_v3_large",
+                   "https://download.pytorch.org/models/mobilenet_v3_large-5c1a4163.pth", "se",
+                   ("features.12", "features.16"), 232, 224),
+    ImageNetSource("tv-efficientnet_b0", "EfficientNet-B0, SE (torchvision)", "torchvision", "efficientnet_b0",
+                   "https://download.pytorch.org/models/efficientnet_b0_rwightman-7f5810bc.pth", "se",
+                   ("features.6", "features.8"), 256, 224),
+    ImageNetSource("tv-regnet_y_800mf", "RegNetY-800MF, SE (torchvision)", "torchvision", "regnet_y_800mf",
+                   "https://download.pytorch.org/models/regnet_y_800mf-58fc7688.pth", "se",
+                   ("trunk_output.block3", "trunk_output.block4"), 232, 224),
+    ImageNetSource("timm-resnet50", "ResNet-50 a1 (timm)", "timm", "resnet50",
+                   "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-rsb-weights/"
+                   "resnet50_a1_0-14fe96d1.pth", "none", ("layer2", "layer3", "layer4"), 236, 224),
+    ImageNetSource("timm-seresnet50", "SE-ResNet-50 a1 (timm)", "timm", "seresnet50",
+                   "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-rsb-weights/"
+                   "seresnet50_a1_0-ffa00869.pth", "se", ("layer2", "layer3", "layer4"), 236, 224),
+    ImageNetSource("timm-legacy_seresnet50", "SE-ResNet-50, Cadene port of the SENet release (timm)", "timm",
+                   "legacy_seresnet50", "https://github.com/rwightman/pytorch-image-models/releases/download/"
+                   "v0.1-cadene/se_resnet50-ce0d4300.pth", "se", ("layer2", "layer3", "layer4"), 256, 224),
+    ImageNetSource("timm-ecaresnet50d", "ECA-ResNet-50-D (timm)", "timm", "ecaresnet50d",
+                   "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-tresnet/"
+                   "ecaresnet50d-93c81e3b.pth", "eca", ("layer2", "layer3", "layer4"), 256, 224),
+    ImageNetSource("timm-gcresnet50t", "GC-ResNet-50-T (timm)", "timm", "gcresnet50t",
+                   "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-attn-weights/"
+                   "gcresnet50t_256-96374d1c.pth", "gc", ("stages.1", "stages.2", "stages.3"), 284, 256),
+)
+SOURCES_BY_NAME = {s.name: s for s in SOURCES}
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet class names shipped inside torchvision's weight metadata (no download)."""
+    from torchvision.models import ResNet50_Weights
+
+    return tuple(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+def build_network(src: ImageNetSource) -> nn.Module:
+    """The architecture with random weights (never ``pretrained=True``: that would download)."""
+    if src.library == "torchvision":
+        import torchvision
+
+        return torchvision.models.get_model(src.arch, weights=None)
+    import timm
+
+    return timm.create_model(src.arch, pretrained=False)
+
+
+def spec_for(src: ImageNetSource) -> ModelSpec:
+    return ModelSpec(
+        name=src.name, display_name=src.display, attention=src.attention,
+        builder=lambda: build_network(src),
+        weights=WeightsSource(src.path, "", "cache", f"run `attnviz weights download {src.name}`"),
+        class_names=imagenet_classes(), input_size=src.crop, resize_size=src.resize,
+        default_layer=src.layers[-1], layers=src.layers, source=src.library)
+
+
+def provider() -> list[ModelSpec]:
+    register_external_adapters()
+    return [spec_for(s) for s in SOURCES]
+
+
+# ---- download (an explicit step, never during a request) -------------------------------------------
+
+def verify(path: Path, prefix: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    if prefix and not digest.startswith(prefix):
+        raise AttnvizError(f"{path.name}: SHA-256 {digest[:16]}… does not start with the published {prefix}.")
+    return digest
+
+
+def download(src: ImageNetSource, progress: bool = True, opener: Callable = urllib.request.urlopen,
+             url: str | None = None) -> Path:
+    """Fetch ``src``'s weights into the cache and verify them; a file already there is only verified."""
+    target = src.path
+    if target.is_file():
+        verify(target, src.sha256_prefix)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                response = opener(url or src.url, timeout=60)
+            except (urllib.error.URLError, OSError) as exc:
+                raise AttnvizError(f"Could not download {src.name} from {url or src.url}: {exc}. "
+                                   "Check the network, or copy the file into "
+                                   f"{target.parent} by hand.") from None
+            with response:
+                total = int(response.headers.get("Content-Length") or 0)
+                from tqdm import tqdm
+
+                with tqdm(total=total or None, unit="B", unit_scale=True, desc=src.name, disable=not progress,
+                          file=sys.stderr) as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+        verify(tmp, src.sha256_prefix)
+        shutil.move(str(tmp), target)
+        return target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def resolve_names(names: list[str], sets: list[str]) -> list[ImageNetSource]:
+    chosen: list[ImageNetSource] = []
+    for s in sets:
+        if s != "imagenet":
+            raise AttnvizError(f"Unknown weight set {s!r}; the only set is 'imagenet'.")
+        chosen.extend(SOURCES)
+    for n in names:
+        if n not in SOURCES_BY_NAME:
+            raise AttnvizError(f"Unknown ImageNet model {n!r}; choose from: {', '.join(SOURCES_BY_NAME)}.")
+        chosen.append(SOURCES_BY_NAME[n])
+    if not chosen:
+        raise AttnvizError("Name the models to download, or use --set imagenet.")
+    return list(dict.fromkeys(chosen))
+
+
+# ---- recording the gates of torchvision / timm attention modules ----------------------------------
+
+class GlobalContextAdapter(Adapter):
+    """timm's GlobalContext: the attention logits (softmax over positions is applied here) + channel gate."""
+
+    attention = "gc"
+
+    def __init__(self, module_type: type) -> None:
+        self.module_types = (module_type,)
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        found = {"channel": module.gate} if getattr(module, "mlp_scale", None) is not None else {}
+        if module.conv_attn is not None:
+            found["logits"] = module.conv_attn
+        return found
+
+    def maps(self, block: str, stage: str, rec) -> list[AttentionMap]:
+        out = []
+        if "logits" in rec:
+            logits = rec["logits"][0].astype(np.float64)
+            weights = np.exp(logits - logits.max())
+            weights /= weights.sum()
+            out.append(AttentionMap(block, stage, "gc", "context", "spatial", (weights / weights.max()).astype(np.float32),
+                                    ("H", "W"), "softmax over positions of conv_attn, scaled to max 1"))
+        if "channel" in rec:
+            out.append(AttentionMap(block, stage, "gc", "channel", "channel", rec["channel"].reshape(-1), ("C",),
+                                    "sigmoid channel weights of the context transform"))
+        return out
+
+
+_registered = False
+
+
+def register_external_adapters() -> None:
+    """Teach the recorder torchvision's SqueezeExcitation and timm's SE / ECA / GC modules (once)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from torchvision.ops.misc import SqueezeExcitation
+
+    register_adapter(ChannelGateAdapter("se", SqueezeExcitation, lambda m: m.scale_activation))
+    try:
+        from timm.layers.eca import EcaModule
+        from timm.layers.global_context import GlobalContext
+        from timm.layers.squeeze_excite import SEModule
+        from timm.models.senet import SEModule as LegacySEModule
+    except ImportError:  # timm is optional for the bundled zoo
+        return
+    register_adapter(ChannelGateAdapter("se", SEModule, lambda m: m.gate))
+    register_adapter(ChannelGateAdapter("se", LegacySEModule, lambda m: m.sigmoid))
+    register_adapter(ChannelGateAdapter("eca", EcaModule, lambda m: m.gate))
+    register_adapter(GlobalContextAdapter(GlobalContext))
