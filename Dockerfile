@@ -26,6 +26,13 @@ COPY --chown=attnviz:attnviz . /app
 # README install step (see README.md "Install and run").
 RUN python3 -m venv .venv && .venv/bin/pip install -r requirements.txt
 
+# Optional: bake ImageNet weights into the image (docs/checkpoints.md), e.g.
+#   docker build --build-arg IMAGENET_WEIGHTS=imagenet -t attnviz .
+#   docker build --build-arg "IMAGENET_WEIGHTS=tv-resnet50 timm-seresnet50" -t attnviz .
+ARG IMAGENET_WEIGHTS=""
+ENV ATTNVIZ_WEIGHTS_DIR=/app/weights
+RUN if [ -n "$IMAGENET_WEIGHTS" ]; then .venv/bin/attnviz weights download $IMAGENET_WEIGHTS; fi
+
 USER 10001
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

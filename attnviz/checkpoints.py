@@ -25,7 +25,7 @@ from .errors import CheckpointError
 MAX_CHECKPOINT_BYTES = 1024 * 1024 * 1024   # 1 GiB
 MAX_TENSOR_ELEMENTS = 500_000_000          # no single weight of a supported network comes near this
 SAFETENSORS = (".safetensors",)
-PICKLED = (".pth", ".pt", ".bin", ".ckpt", ".tar")
+PICKLED = (".pth", ".pt", ".bin", ".ckpt", ".tar", ".pkl")
 
 
 def _is_torchscript(path: Path) -> bool:

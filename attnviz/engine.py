@@ -7,7 +7,9 @@ forward. The model's lock is held while hooks are attached, so concurrent reques
 from __future__ import annotations
 
 import difflib
+import os
 import threading
+import time
 import weakref
 from typing import Callable, Sequence
 
@@ -16,13 +18,14 @@ import torch
 from torch import nn
 
 from . import cam as cam_core
-from .errors import AttnvizError, TargetError
+from .errors import AttnvizError, LimitExceededError, TargetError
 from .images import decode_image
 from .recorder import record_attention, stage_summaries
 from .results import AttentionMap, CamMap, Comparison, Explanation, Prediction
 from .specs import ModelSpec
 from .zoo import LoadedModel, load
 
+SLOW_BUDGET_S = float(os.environ.get("ATTNVIZ_SLOW_BUDGET_S", "120"))
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 SLOW_METHODS: tuple[str, ...] = ("scorecam", "eigencam", "ablationcam")
 ALL_METHODS: tuple[str, ...] = tuple(cam_core.ONE_PASS_METHODS) + SLOW_METHODS
@@ -100,6 +103,16 @@ def _prepare_input(image, spec: ModelSpec | None) -> tuple[torch.Tensor, np.ndar
     return spec.normalise(view[None]), view
 
 
+def check_slow_budget(method: str, channels: int, forward_ms: float, name: str) -> None:
+    """Score-/Ablation-CAM run one masked forward per channel of the CAM layer: refuse what would take too long."""
+    if method not in ("scorecam", "ablationcam"):
+        return
+    estimate = channels * forward_ms / 1000.0
+    if estimate > SLOW_BUDGET_S:
+        raise LimitExceededError(f"{method} on {name} needs about {channels} forward passes (~{estimate:.0f} s); "
+                                 f"the limit is {SLOW_BUDGET_S:.0f} s. Use a one-pass method, or an earlier layer.")
+
+
 def _slow_cam(method: str, model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
     from pytorch_grad_cam import AblationCAM, EigenCAM, ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -155,6 +168,8 @@ def explain(model: str | ModelSpec | LoadedModel | nn.Module, image, methods: Se
         one_pass = [m for m in methods if m in cam_core.ONE_PASS_METHODS]
         grads = cam_core.class_gradient(logits, leaf, target_index) if one_pass else None
         t3 = cam_core.now_ms()
+        for m in methods:
+            check_slow_budget(m, int(leaf.shape[1]), t2 - t1, spec.name if spec else type(net).__name__)
         slow = {m: _slow_cam(m, net, layer_module, x, target_index) for m in methods if m in SLOW_METHODS}
         t4 = cam_core.now_ms()
     timings.update(forward=t2 - t1, backward=t3 - t2)
@@ -208,8 +223,13 @@ def _guess_attention(maps: list[AttentionMap]) -> str:
 
 def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DEFAULT_METHODS,
             target: int | str | None = None, layer: str | None = None, *, topk: int = 5,
-            progress: ProgressFn | None = None, mask: np.ndarray | None = None) -> Comparison:
-    """Run several models on one image. A class *name* target is looked up in each model's own label set."""
+            progress: ProgressFn | None = None, mask: np.ndarray | None = None,
+            timeout_s: float | None = None) -> Comparison:
+    """Run several models on one image. A class *name* target is looked up in each model's own label set.
+
+    ``timeout_s`` bounds the whole comparison: it is checked before each model starts.
+    """
+    deadline = time.monotonic() + timeout_s if timeout_s else None
     if not names:
         raise AttnvizError("Choose at least one model.")
     t0 = cam_core.now_ms()
@@ -219,6 +239,9 @@ def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DE
     explanations = []
     for i, name in enumerate(names):
         label = name if isinstance(name, str) else name.name
+        if deadline is not None and time.monotonic() > deadline:
+            raise LimitExceededError(f"The comparison took longer than {timeout_s:.0f} s and was stopped after "
+                                     f"{i} of {len(names)} models; choose fewer models or faster methods.")
         if progress:
             progress(i, len(names), label)
         spec = load(name).spec

@@ -185,6 +185,9 @@ def resolve_names(names: list[str], sets: list[str]) -> list[ImageNetSource]:
             raise AttnvizError(f"Unknown weight set {s!r}; the only set is 'imagenet'.")
         chosen.extend(SOURCES)
     for n in names:
+        if n == "imagenet":  # the set, given as a plain name (handy in Docker build arguments)
+            chosen.extend(SOURCES)
+            continue
         if n not in SOURCES_BY_NAME:
             raise AttnvizError(f"Unknown ImageNet model {n!r}; choose from: {', '.join(SOURCES_BY_NAME)}.")
         chosen.append(SOURCES_BY_NAME[n])

@@ -25,6 +25,7 @@ from .results import Comparison
 
 MAX_MODELS_PER_REQUEST = int(os.environ.get("ATTNVIZ_MAX_MODELS", "12"))
 MAX_SLOW_MODELS = int(os.environ.get("ATTNVIZ_MAX_SLOW_MODELS", "2"))
+REQUEST_TIMEOUT_S = float(os.environ.get("ATTNVIZ_REQUEST_TIMEOUT_S", "300"))
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
 
 
@@ -99,7 +100,8 @@ def run(request: Request, progress: ProgressFn | None = None) -> PageResult:
     if mask is None:
         mask = known_scene_masks().get(image_digest(image))
         mask_source = "benchmark scene" if mask is not None else ""
-    comparison = compare(models, image, methods, request.target, request.layer, progress=progress, mask=mask)
+    comparison = compare(models, image, methods, request.target, request.layer, progress=progress, mask=mask,
+                         timeout_s=REQUEST_TIMEOUT_S)
     grid = render.grid(comparison, opacity=request.opacity, cmap=request.cmap, shared_scale=request.shared_scale)
     scores = score_comparison(comparison)
     report = report_dict(comparison, scores, request.source)

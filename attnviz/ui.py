@@ -26,7 +26,6 @@ import pandas as pd  # noqa: E402
 from . import pipeline, render, zoo  # noqa: E402
 from .engine import ALL_METHODS, DEFAULT_METHODS  # noqa: E402
 from .errors import AttnvizError  # noqa: E402
-from .images import MAX_UPLOAD_BYTES  # noqa: E402
 from .report import maps_npz_bytes  # noqa: E402
 from .results import Comparison  # noqa: E402
 
@@ -40,6 +39,9 @@ DOWNLOAD_TTL_S = 3600
 CONCURRENCY = int(os.environ.get("ATTNVIZ_CONCURRENCY", "2"))
 PHOTO_EXAMPLES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 QUERY_VIEW_PX = 256
+# Gradio refuses larger uploads before they reach us (checkpoints can be ~100 MB; images are further
+# capped at images.MAX_UPLOAD_BYTES by the decoder).
+DEFAULT_MAX_UPLOAD_MB = 200
 
 
 class SafeImage(gr.Image):
@@ -459,6 +461,11 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
     return app
 
 
+def max_upload_bytes() -> int:
+    """Per-file upload limit the server enforces (``ATTNVIZ_MAX_UPLOAD_MB``, read at launch)."""
+    return int(os.environ.get("ATTNVIZ_MAX_UPLOAD_MB", str(DEFAULT_MAX_UPLOAD_MB))) * 1024 * 1024
+
+
 def theme() -> gr.themes.Base:
     """System fonts only: the default theme would make browsers fetch web fonts from the internet."""
     return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -471,6 +478,6 @@ def launch(host: str | None = None, port: int | None = None, models: list[str] |
     app = build_app(models)
     app.launch(server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                server_port=port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-               share=share, prevent_thread_lock=prevent_thread_lock, max_file_size=MAX_UPLOAD_BYTES,
+               share=share, prevent_thread_lock=prevent_thread_lock, max_file_size=max_upload_bytes(),
                theme=theme(), footer_links=["api"], show_error=True, ssr_mode=False, quiet=False)
     return app

@@ -47,7 +47,8 @@ def _eca_builder(depth: int) -> Callable[..., nn.Module]:
 
 
 _OFFICIAL_RESNET_SOURCES = {
-    "bam": "Jongchan/attention-module (MODELS/model_resnet.py, att_type='BAM')",
+    "bam": "BAM paper form x * (1 + sigmoid(Mc + Ms)); official keys (for the released checkpoint use "
+           "bam_resnet50_official)",
     "se": "moskomule/senet.pytorch (senet/se_resnet.py)",
     "eca": "BangguWu/ECANet (models/eca_resnet.py, k_size 3,5,5,7)",
     "cbam": "Jongchan/attention-module (MODELS/model_resnet.py, att_type='CBAM')",
@@ -64,6 +65,13 @@ for _depth in (18, 34, 50):
         _source = _OFFICIAL_RESNET_SOURCES.get(_key, "") if _depth == 50 else ""
         register(Architecture(f"{_PREFIX[_key]}_resnet{_depth}", _builder, _key, "resnet", _source))
 
+def _bam_official_builder(num_classes: int = 1000, **kw: Any) -> nn.Module:
+    return resnet.resnet(50, "bam", num_classes, combine="product", **kw)
+
+
+register(Architecture("bam_resnet50_official", _bam_official_builder, "bam", "resnet",
+                      "Jongchan/attention-module (MODELS/model_resnet.py, att_type='BAM'; bam.py multiplies the "
+                      "branches: x * (1 + sigmoid(Mc * Ms)))"))
 register(Architecture("resnet50_baseline_jongchan", _resnet_builder(50, None), "none", "resnet",
                       "Jongchan/attention-module ResidualNet('ImageNet', 50, 1000, None)"))
 register(Architecture("mobilenet_v2", mobilenetv2.mobilenet_v2, "none", "mobilenet_v2", "torchvision"))

@@ -1,22 +1,34 @@
-"""Hostile and odd images through the decoder the page, the API and the CLI all use.
+"""Hostile and odd inputs through the code paths the page, the API and the CLI all use.
 
-Each case asserts the exact outcome: the decoded image's size and pixel values, or the error type and
-the key phrase of its message. Every input is built here with Pillow/numpy; nothing is committed.
-Server-level cases (upload size limit, the server keeps serving) are in tests/test_web.py.
+* images: each case asserts the decoded image's size and pixel values, or the error and its message;
+* checkpoints: code-running pickles, TorchScript, wrong formats, absurd shapes, NaN weights — refused,
+  never executed;
+* limits: models per request, slow methods, request time, upload size (enforced by the server).
+
+Every input is built here; nothing is committed. The server keeps serving after bad uploads
+(tests/test_web.py), 8 concurrent API clients get the serial results (tests/test_web.py), and the app
+runs with the network blocked (tests/test_offline.py).
 """
 from __future__ import annotations
 
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from attnviz import images
-from attnviz.errors import ImageDecodeError
+import torch
+from safetensors.torch import save_file
+
+from attnviz import checkpoints, cli, engine, images, pipeline
+from attnviz.errors import CheckpointError, ImageDecodeError, LimitExceededError
 from attnviz.images import decode_image, load_mask
+
+SCENE = sorted(p for p in (Path(__file__).resolve().parent.parent / "attnviz" / "assets" / "examples").glob("*.png")
+               if not p.name.endswith("_mask.png"))[0]
 
 
 def _png_bytes(im: Image.Image, **kw) -> bytes:
@@ -248,3 +260,106 @@ def test_mask_loading_any_mode():
     arr[1, 2] = 255
     mask = load_mask(_png_bytes(Image.fromarray(arr)))
     assert mask.dtype == bool and mask.shape == (3, 4) and mask.sum() == 1 and mask[1, 2]
+
+
+# ---- hostile checkpoints ---------------------------------------------------------------------------
+
+class _Payload:
+    """Unpickling this would create a marker file — a stand-in for arbitrary code execution."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pth_whose_unpickling_would_run_code_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "payload": _Payload(marker)}, evil)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match="Refused: the file contains Python objects"):
+        checkpoints.read_checkpoint(evil)
+    code = cli.main(["explain", str(SCENE), "--arch", "resnet18", "--checkpoint", str(evil), "--out",
+                     str(tmp_path / "o"), "--quiet"])
+    assert code == 2
+    from attnviz import ui
+
+    with pytest.raises(Exception, match="Refused"):
+        ui.on_load_checkpoint(str(evil), "resnet18", None, [])
+    assert not marker.exists()
+
+
+def test_torchscript_archive_is_refused(tmp_path):
+    scripted = torch.jit.script(torch.nn.Linear(2, 2))
+    path = tmp_path / "model.pt"
+    scripted.save(str(path))
+    with pytest.raises(CheckpointError, match="TorchScript archives are not accepted"):
+        checkpoints.read_checkpoint(path)
+
+
+@pytest.mark.parametrize("filename,data,phrase", [
+    ("notes.pth", b"definitely not a checkpoint", "not a readable PyTorch checkpoint"),
+    ("weights.safetensors", b"\x00" * 64, "not a valid .safetensors file"),
+    ("model.onnx", b"onnx", "Unsupported checkpoint type .onnx"),
+    ("empty.pth", b"", "The checkpoint file is empty"),
+])
+def test_wrong_formats_are_refused(tmp_path, filename, data, phrase):
+    path = tmp_path / filename
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match=phrase):
+        checkpoints.read_checkpoint(path)
+
+
+def test_nan_weights_and_absurd_shapes_are_refused(tmp_path, monkeypatch):
+    state = {"fc.weight": torch.tensor([[1.0, float("nan")]]), "fc.bias": torch.zeros(1)}
+    save_file(state, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(CheckpointError, match="'fc.weight' contains 1 NaN or infinite values"):
+        checkpoints.read_checkpoint(tmp_path / "nan.safetensors")
+    monkeypatch.setattr(checkpoints, "MAX_TENSOR_ELEMENTS", 100)
+    save_file({"big": torch.zeros(11, 11)}, str(tmp_path / "big.safetensors"))
+    with pytest.raises(CheckpointError, match="'big' has 121 elements"):
+        checkpoints.read_checkpoint(tmp_path / "big.safetensors")
+
+
+
+
+# ---- limits ---------------------------------------------------------------------------------------
+
+def test_cap_on_models_per_request():
+    with pytest.raises(LimitExceededError, match=r"13 models were selected; the limit is 12 per request"):
+        pipeline.run(pipeline.Request(image=SCENE, models=["baseline"] * 13))
+
+
+def test_slow_methods_are_limited_to_a_few_models():
+    with pytest.raises(LimitExceededError, match="scorecam run hundreds of forward passes per model; choose at most 2"):
+        pipeline.run(pipeline.Request(image=SCENE, models=["baseline", "se", "cbam"], methods=["scorecam"]))
+
+
+def test_slow_method_time_budget(monkeypatch):
+    monkeypatch.setattr(engine, "SLOW_BUDGET_S", 0.001)
+    with pytest.raises(LimitExceededError, match=r"scorecam on baseline needs about 128 forward passes .* the limit is 0 s"):
+        pipeline.run(pipeline.Request(image=SCENE, models=["baseline"], methods=["scorecam"]))
+
+
+def test_request_timeout_stops_between_models(monkeypatch):
+    monkeypatch.setattr(pipeline, "REQUEST_TIMEOUT_S", 1e-9)
+    with pytest.raises(LimitExceededError, match=r"took longer than 0 s and was stopped after 0 of 2 models"):
+        pipeline.run(pipeline.Request(image=SCENE, models=["baseline", "se"]))
+
+
+def test_server_enforces_the_upload_size_limit_and_keeps_serving(tmp_path, monkeypatch):
+    from gradio_client import Client, handle_file
+
+    from webapp import running_app
+
+    monkeypatch.setenv("ATTNVIZ_MAX_UPLOAD_MB", "1")
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"\0" * (2 * 1024 * 1024))
+    with running_app() as url:
+        client = Client(url, verbose=False)
+        with pytest.raises(Exception, match="(?i)file size|too large|exceeds|413"):
+            client.predict(handle_file(str(big)), "baseline", api_name="/compare")
+        _, _, report = client.predict(handle_file(str(SCENE)), "baseline", api_name="/compare")
+        assert report["models"][0]["model"] == "baseline"

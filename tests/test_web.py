@@ -111,3 +111,32 @@ def test_app_py_serves_the_page_from_a_fresh_process(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_eight_clients_at_once_get_the_serial_results_and_leave_no_hooks(url, scene_path, tmp_path):
+    """API calls go through the queue and the per-model locks: concurrent == serial, bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from attnviz import synth
+
+    images = []
+    for i in range(8):
+        img, _, _ = synth.render_scene(777, i)
+        path = tmp_path / f"c{i}.png"
+        Image.fromarray(img).save(path)
+        images.append(path)
+    models_csv = "baseline,cbam,triplet"
+    serial_client = Client(url, verbose=False)
+    serial = [serial_client.predict(handle_file(str(p)), models_csv, api_name="/compare") for p in images]
+
+    def call(path):
+        return Client(url, verbose=False).predict(handle_file(str(path)), models_csv, api_name="/compare")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(call, images))
+    for (g1, t1, r1), (g2, t2, r2) in zip(serial, concurrent):
+        assert t1 == t2
+        assert [m["logits"] for m in r1["models"]] == [m["logits"] for m in r2["models"]]
+        assert np.array_equal(np.asarray(Image.open(g1)), np.asarray(Image.open(g2)))
+    for loaded in zoo.loaded_models():
+        assert count_hooks(loaded.model) == 0
