@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from abc import ABCMeta
 import os
 import shutil
 import tempfile
@@ -44,26 +45,27 @@ QUERY_VIEW_PX = 256
 DEFAULT_MAX_UPLOAD_MB = 200
 
 
-class SafeImage(gr.Image):
-    """``gr.Image`` that hands the uploaded file's path to attnviz's decoder instead of opening it with PIL.
+def _safe_image_preprocess(self, payload: Any) -> str | bytes | None:
+    """Hand the uploaded file's path (or a pasted image's bytes) to attnviz's decoder, unopened."""
+    if payload is None:
+        return None
+    url = getattr(payload, "url", None) or ""
+    if url.startswith("data:"):
+        import base64
 
-    Gradio's own preprocessing would decode the upload (or fail with a generic error) before our size,
-    bomb and format checks run. ``is_template`` makes the browser use the normal image widget.
-    """
+        return base64.b64decode(url.split(",", 1)[1])
+    if getattr(payload, "path", None) is None:
+        raise gr.Error("The upload did not arrive; please try again.")
+    return str(payload.path)
 
-    is_template = True
 
-    def preprocess(self, payload: Any) -> str | bytes | None:
-        if payload is None:
-            return None
-        url = getattr(payload, "url", None) or ""
-        if url.startswith("data:"):
-            import base64
-
-            return base64.b64decode(url.split(",", 1)[1])
-        if getattr(payload, "path", None) is None:
-            raise gr.Error("The upload did not arrive; please try again.")
-        return str(payload.path)
+# ``gr.Image`` whose preprocessing does not open the upload with PIL: Gradio's own would decode it (or fail
+# with a generic error) before our size, bomb and format checks run. ``is_template`` makes the browser use
+# the normal image widget. The class is made with ABCMeta directly because Gradio's ComponentMeta would
+# write a .pyi stub next to this file at import time (a read-only install could not even import it).
+SafeImage = ABCMeta.__new__(type(gr.Image), "SafeImage", (gr.Image,), {
+    "__module__": __name__, "__doc__": "gr.Image that leaves decoding to attnviz.images.decode_image.",
+    "is_template": True, "preprocess": _safe_image_preprocess})
 
 
 # ---- helpers -------------------------------------------------------------------------------

@@ -34,3 +34,13 @@ class HardSwish(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.clamp(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def add_query_key_value(module: nn.Module, channels: int, reduction: int = 8) -> None:
+    """The 1x1 query / key (C/r) and value (C) convolutions and the zero-initialised ``gamma`` that
+    CCNet's and DANet's position attention share, under their official attribute names."""
+    qk = max(1, channels // reduction)
+    module.query_conv = nn.Conv2d(channels, qk, kernel_size=1)
+    module.key_conv = nn.Conv2d(channels, qk, kernel_size=1)
+    module.value_conv = nn.Conv2d(channels, channels, kernel_size=1)
+    module.gamma = nn.Parameter(torch.zeros(1))

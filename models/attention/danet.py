@@ -11,17 +11,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._common import add_query_key_value
+
 
 class PAMModule(nn.Module):
     """Position attention: every position aggregates values from every position."""
 
     def __init__(self, channels: int, reduction: int = 8) -> None:
         super().__init__()
-        qk = max(1, channels // reduction)
-        self.query_conv = nn.Conv2d(channels, qk, kernel_size=1)
-        self.key_conv = nn.Conv2d(channels, qk, kernel_size=1)
-        self.value_conv = nn.Conv2d(channels, channels, kernel_size=1)
-        self.gamma = nn.Parameter(torch.zeros(1))
+        add_query_key_value(self, channels, reduction)
         self.softmax = nn.Softmax(dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
