@@ -30,6 +30,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from .zoo import all_specs
 
+    if args.markdown:
+        from .zoo import bundled_table_markdown
+
+        print(bundled_table_markdown())
+        return 0
     if args.architectures:
         import models
 
@@ -190,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the registry and what is available offline")
     p.add_argument("--architectures", action="store_true", help="list buildable architectures (for --arch)")
+    p.add_argument("--markdown", action="store_true", help="the bundled zoo as a markdown table (README)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train bundled-zoo variants with the shared recipe")

@@ -35,7 +35,7 @@ TEST_SEED = 3          # the model card's accuracy; the README invites re-measur
 EVAL_SEED = 4          # localisation / faithfulness metrics (docs/results.md); seed 5 is the example gallery
 
 RECIPE: dict = {
-    "train_scenes": 76_800,
+    "train_scenes": 96_000,
     "val_scenes": 2_000,
     "test_scenes": 5_000,
     "image_size": synth.IMAGE_SIZE,

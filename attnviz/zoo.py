@@ -231,3 +231,15 @@ def random_spec(arch: str, num_classes: int = 1000, *, name: str | None = None, 
                      builder=lambda: models.build(arch, num_classes=num_classes, **build_kwargs),
                      weights=WeightsSource(), class_names=names, input_size=input_size,
                      resize_size=resize_size or input_size, default_layer=layer, layers=(layer,), source="random")
+
+
+def bundled_table_markdown() -> str:
+    """The README's table of bundled models, generated from their model cards (`attnviz models --markdown`)."""
+    lines = ["| model | attention | parameters | MFLOPs | test accuracy | training time |",
+             "|---|---|---|---|---|---|"]
+    for name in bundled():
+        card = get_spec(name).card
+        lines.append(f"| `{name}` | {card.get('display_name', name)} | {card['parameters']:,} | "
+                     f"{card['flops'] / 1e6:.0f} | {card['test_accuracy'] * 100:.2f} % | "
+                     f"{card['training_seconds'] / 60:.1f} min |")
+    return "\n".join(lines)
