@@ -24,7 +24,7 @@ from .localisation import OWN_MAP, own_spatial_map
 from .train import EVAL_SEED, cached_scenes
 
 ONE_PASS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam")
-ROAD_SCENES = 50
+ROAD_SCENES = 30
 ROAD_MAPS = ("gradcam", "gradcam++", "layercam", OWN_MAP)  # ROAD's imputation is costly; XGrad/HiRes = Grad-CAM here
 CHECK_SCENES = 6
 METRIC_KEYS = ("pointing_game", "energy_pointing_game", "iou", "deletion_auc", "insertion_auc", "road")
@@ -76,7 +76,7 @@ def scene_metrics(loaded: zoo.LoadedModel, image: np.ndarray, label: int, mask: 
                          "deletion_auc": f.deletion_auc, "insertion_auc": f.insertion_auc}
         if with_road:
             road_names = [n for n in names if n in ROAD_MAPS]
-            scores = metrics.road_scores(loaded.model, x, np.stack([maps[n] for n in road_names]), label)
+            scores = metrics.road_scores(loaded.model, x, [maps[n] for n in road_names], label)
             for n, s in zip(road_names, scores):
                 out[n]["road"] = float(s)
     return out, e.top1.index == label
@@ -106,7 +106,7 @@ def evaluate_model(name: str, scenes: synth.Scenes, methods: Sequence[str], road
             "accuracy": correct / len(scenes), "maps": summary, "check": check}
 
 
-def run_eval(models: Sequence[str] | None = None, n: int = 500, seed: int | None = None, out: Path = Path("docs"),
+def run_eval(models: Sequence[str] | None = None, n: int = 200, seed: int | None = None, out: Path = Path("docs"),
              progress: bool = True, methods: Sequence[str] = ONE_PASS, road_scenes: int = ROAD_SCENES) -> dict:
     """Evaluate ``models`` (default: the bundled zoo) and write results.{md,json,png} into ``out``."""
     torch.set_num_threads(2)
@@ -116,7 +116,7 @@ def run_eval(models: Sequence[str] | None = None, n: int = 500, seed: int | None
     start = time.perf_counter()
     rows = [evaluate_model(name, scenes, methods, min(road_scenes, n), progress) for name in names]
     result = {
-        "command": f"attnviz eval --n {n}" + (f" --seed {seed}" if seed != EVAL_SEED else ""),
+        "command": f"attnviz eval --n {n} --road {min(road_scenes, n)}" + (f" --seed {seed}" if seed != EVAL_SEED else ""),
         "seed": seed, "n": n, "road_scenes": min(road_scenes, n), "methods": list(methods),
         "target": "the true class", "synth_version": synth.VERSION,
         "machine": f"{platform.machine()}, torch {torch.__version__}",
@@ -154,6 +154,11 @@ def results_markdown(result: dict) -> str:
         "* **ROAD** pytorch-grad-cam's ROADCombined, percentiles 20–80 (higher is better)",
         "* **attention** = the module's own last-stage spatial map (stage mean of its gates); models with "
         "channel-only attention (SE, ECA) or none have no row for it.",
+        "",
+        "Where the CAM layer (the last stage) feeds global average pooling and the classifier directly, "
+        "as in the core variants, the class score's gradient is the same at every position: XGrad-CAM and HiResCAM then "
+        "reduce to Grad-CAM, and their rows repeat Grad-CAM's. They differ on layers further from the head "
+        "(`--layer layer2`).",
         "",
         "![Energy pointing game and insertion AUC per model and map](results.png)",
         "",

@@ -114,9 +114,9 @@ def faithfulness_many(model: nn.Module, x: torch.Tensor, saliencies: Sequence[np
     return [Faithfulness(_auc(d), _auc(i)) for d, i in zip(deletion, insertion)]
 
 
-def road_scores(model: nn.Module, x: torch.Tensor, saliencies: np.ndarray, target: int,
+def road_scores(model: nn.Module, x: torch.Tensor, saliencies: Sequence[np.ndarray], target: int,
                 percentiles: tuple[int, ...] = (20, 40, 60, 80)) -> np.ndarray:
-    """pytorch-grad-cam's ROADCombined for a stack of (N, H, W) maps of one image (higher = more faithful)."""
+    """pytorch-grad-cam's ROADCombined for several maps of one image, any sizes (higher = more faithful)."""
     from pytorch_grad_cam.metrics.road import ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 

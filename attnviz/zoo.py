@@ -17,7 +17,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
-import torch
 from torch import nn
 
 import models

@@ -203,3 +203,36 @@ def test_zip_checkpoint_is_not_mistaken_for_torchscript(tmp_path):
     torch.save({"a": torch.zeros(1)}, path)
     assert zipfile.is_zipfile(path) and not checkpoints._is_torchscript(path)
     assert set(checkpoints.read_checkpoint(path)) == {"a"}
+
+
+def test_official_release_loads_through_the_page_handlers_with_the_same_logits(tmp_path):
+    """The page's "Load checkpoint" handler, then its /compare handler, on a released-layout file."""
+    from attnviz import ui
+
+    name = "cbam_resnet50"
+    state = _random_state(name, seed=1)
+    ckpt = _official_file(tmp_path, name, state)
+    update, message = ui.on_load_checkpoint(str(ckpt), name, None, ["baseline"])
+    loaded_name = f"{name}@{ckpt.stem}"
+    assert loaded_name in update["value"] and "strict key match" in message
+    _, _, report = ui.api_compare(str(SCENE), loaded_name, "gradcam")
+    reference = models.build(name).eval()
+    reference.load_state_dict(state, strict=True)
+    from attnviz.images import decode_image
+
+    with torch.no_grad():
+        expected = reference(zoo.get_spec(loaded_name).preprocess(decode_image(SCENE)))[0].numpy()
+    got = np.asarray(report["models"][0]["logits"], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_the_page_refuses_a_checkpoint_for_the_wrong_architecture(tmp_path):
+    import gradio as gr
+
+    from attnviz import ui
+
+    ckpt = _official_file(tmp_path, "se_resnet50", _random_state("se_resnet50"))
+    with pytest.raises(gr.Error) as info:
+        ui.on_load_checkpoint(str(ckpt), "cbam_resnet50", None, [])
+    assert "does not fit cbam_resnet50" in info.value.message
+    assert "choose se_resnet50" in info.value.message
