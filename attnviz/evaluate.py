@@ -173,6 +173,16 @@ def results_markdown(result: dict) -> str:
                          f"{_fmt(stats.get('pointing_game'), True)} | {_fmt(stats.get('energy_pointing_game'), True)} | "
                          f"{_fmt(stats.get('iou'))} | {_fmt(stats.get('deletion_auc'))} | "
                          f"{_fmt(stats.get('insertion_auc'))} | {_fmt(stats.get('road'))} |")
+    own = [r for r in result["models"] if OWN_MAP in r["maps"] and "gradcam" in r["maps"]]
+    if own:
+        lines += ["", "## The modules' own maps vs Grad-CAM", "",
+                  "Share of the map's energy on the object (EPG) and pointing-game hits, the attention module's "
+                  "last-stage spatial gate next to Grad-CAM of the same model:", ""]
+        for r in own:
+            a, g = r["maps"][OWN_MAP], r["maps"]["gradcam"]
+            lines.append(f"* {r['display_name']}: attention EPG {_fmt(a['energy_pointing_game'], True)} %, "
+                         f"PG {_fmt(a['pointing_game'], True)} % — Grad-CAM EPG "
+                         f"{_fmt(g['energy_pointing_game'], True)} %, PG {_fmt(g['pointing_game'], True)} %")
     stn = [r for r in result["models"] if REGION in r["maps"]]
     if stn:
         lines += ["", "## Spatial transformer: the sampled region vs the object", ""]
