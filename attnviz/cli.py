@@ -135,7 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import run_eval
 
     run_eval(models=args.models, n=args.n, seed=args.seed, out=Path(args.out), progress=not args.quiet,
-             methods=args.methods, road_scenes=args.road)
+             methods=args.methods, road_scenes=args.road, update=args.update)
     return 0
 
 
@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--road", type=int, default=30, help="scenes that also get ROAD (about 1.3 s more each)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", default="docs")
+    p.add_argument("--update", action="store_true",
+                   help="keep the other models' rows of OUT/results.json (same settings); re-run only --models")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import metrics, synth, zoo
+from .errors import AttnvizError
 from .engine import explain
 from .localisation import OWN_MAP, own_spatial_map
 from .train import EVAL_SEED, cached_scenes
@@ -106,22 +107,46 @@ def evaluate_model(name: str, scenes: synth.Scenes, methods: Sequence[str], road
             "accuracy": correct / len(scenes), "maps": summary, "check": check}
 
 
+SETTINGS = ("seed", "n", "road_scenes", "methods", "synth_version")
+
+
 def run_eval(models: Sequence[str] | None = None, n: int = 200, seed: int | None = None, out: Path = Path("docs"),
-             progress: bool = True, methods: Sequence[str] = ONE_PASS, road_scenes: int = ROAD_SCENES) -> dict:
-    """Evaluate ``models`` (default: the bundled zoo) and write results.{md,json,png} into ``out``."""
+             progress: bool = True, methods: Sequence[str] = ONE_PASS, road_scenes: int = ROAD_SCENES,
+             update: bool = False) -> dict:
+    """Evaluate ``models`` (default: the bundled zoo) and write results.{md,json,png} into ``out``.
+
+    ``update`` keeps the other models' rows of an existing ``results.json`` made with the same settings,
+    so one newly trained variant can be added without re-running the whole zoo.
+    """
     torch.set_num_threads(2)
     names = list(models) if models else zoo.bundled()
     seed = EVAL_SEED if seed is None else seed
-    scenes = cached_scenes(n, seed, synth.IMAGE_SIZE, progress=progress)
-    start = time.perf_counter()
-    rows = [evaluate_model(name, scenes, methods, min(road_scenes, n), progress) for name in names]
+    road_scenes = min(road_scenes, n)
     result = {
-        "command": f"attnviz eval --n {n} --road {min(road_scenes, n)}" + (f" --seed {seed}" if seed != EVAL_SEED else ""),
-        "seed": seed, "n": n, "road_scenes": min(road_scenes, n), "methods": list(methods),
+        "command": f"attnviz eval --n {n} --road {road_scenes}" + (f" --seed {seed}" if seed != EVAL_SEED else ""),
+        "seed": seed, "n": n, "road_scenes": road_scenes, "methods": list(methods),
         "target": "the true class", "synth_version": synth.VERSION,
         "machine": f"{platform.machine()}, torch {torch.__version__}",
-        "seconds": round(time.perf_counter() - start, 1), "models": rows,
     }
+    kept: list[dict] = []
+    seconds = 0.0
+    if update:
+        if not (out / "results.json").exists():
+            raise AttnvizError(f"nothing to update: {out / 'results.json'} does not exist; run without --update")
+        previous = json.loads((out / "results.json").read_text())
+        different = [k for k in SETTINGS if previous.get(k) != result[k]]
+        if different:
+            raise AttnvizError(f"cannot update {out / 'results.json'}: it was made with other settings "
+                             f"({', '.join(different)}); run without --update")
+        kept = [r for r in previous["models"] if r["model"] not in names]
+        seconds = previous["seconds"]
+    scenes = cached_scenes(n, seed, synth.IMAGE_SIZE, progress=progress)
+    result["object_area"] = round(float(scenes.masks.mean()), 4)  # EPG of a uniform map: the chance level
+    start = time.perf_counter()
+    rows = [evaluate_model(name, scenes, methods, road_scenes, progress) for name in names]
+    order = {name: i for i, name in enumerate(zoo.bundled())}
+    result["seconds"] = round(seconds + time.perf_counter() - start, 1)
+    result["models"] = sorted(kept + rows, key=lambda r: order.get(r["model"], len(order)))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "results.md").write_text(results_markdown(result))
@@ -177,7 +202,9 @@ def results_markdown(result: dict) -> str:
     if own:
         lines += ["", "## The modules' own maps vs Grad-CAM", "",
                   "Share of the map's energy on the object (EPG) and pointing-game hits, the attention module's "
-                  "last-stage spatial gate next to Grad-CAM of the same model:", ""]
+                  "last-stage spatial gate next to Grad-CAM of the same model. Chance level: objects cover "
+                  f"{result['object_area'] * 100:.1f} % of the image on average, which is the EPG of a uniform map "
+                  "and roughly the pointing game of a random one.", ""]
         for r in own:
             a, g = r["maps"][OWN_MAP], r["maps"]["gradcam"]
             lines.append(f"* {r['display_name']}: attention EPG {_fmt(a['energy_pointing_game'], True)} %, "

@@ -133,3 +133,15 @@ def test_readme_zoo_table_matches_the_model_cards():
     assert start in readme, "README lost its zoo-table markers"
     block = readme.split(start, 1)[1].split("<!-- /zoo-table -->", 1)[0].strip()
     assert block == zoo.bundled_table_markdown(), "README's zoo table is stale: paste `attnviz models --markdown`"
+
+
+def test_eval_update_adds_a_model_and_keeps_the_other_rows(tmp_path):
+    from attnviz.errors import AttnvizError
+
+    first = evaluate.run_eval(["baseline"], n=3, out=tmp_path, progress=False, road_scenes=1)
+    second = evaluate.run_eval(["se"], n=3, out=tmp_path, progress=False, road_scenes=1, update=True)
+    assert [r["model"] for r in second["models"]] == ["baseline", "se"]
+    assert second["models"][0] == first["models"][0]
+    assert "| SE |" in (tmp_path / "results.md").read_text()
+    with pytest.raises(AttnvizError, match="other settings \\(n\\)"):
+        evaluate.run_eval(["eca"], n=4, out=tmp_path, progress=False, road_scenes=1, update=True)
