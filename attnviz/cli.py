@@ -134,8 +134,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import run_eval
 
-    run_eval(models=args.models, n=args.n, seed=args.seed, out=Path(args.out), progress=not args.quiet,
-             methods=args.methods, road_scenes=args.road, update=args.update)
+    # run_eval owns the defaults: pass on only what was given
+    given = {key: value for key, value in (("n", args.n), ("methods", args.methods), ("road_scenes", args.road))
+             if value is not None}
+    run_eval(models=args.models, seed=args.seed, out=Path(args.out), progress=not args.quiet, update=args.update,
+             **given)
     return 0
 
 
@@ -210,9 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="localisation and faithfulness metrics on held-out scenes")
     p.add_argument("--models", type=_csv, default=None)
-    p.add_argument("--methods", type=_csv, default=["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"])
-    p.add_argument("--n", type=int, default=200, help="benchmark scenes per model (about 1 s each on 2 cores)")
-    p.add_argument("--road", type=int, default=30, help="scenes that also get ROAD (about 1.3 s more each)")
+    p.add_argument("--methods", type=_csv, default=None, help="CAM methods (default: the five one-pass methods)")
+    p.add_argument("--n", type=int, default=None, help="benchmark scenes per model (default 200; about 1 s each)")
+    p.add_argument("--road", type=int, default=None, help="scenes that also get ROAD (default 30; about 1.3 s more each)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", default="docs")
     p.add_argument("--update", action="store_true",

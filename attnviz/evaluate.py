@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from . import metrics, synth, zoo
-from .errors import AttnvizError
+from .cam import ONE_PASS_METHODS
 from .engine import explain
+from .errors import AttnvizError
 from .localisation import OWN_MAP, own_spatial_map
 from .train import EVAL_SEED, cached_scenes
 
-ONE_PASS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam")
+ONE_PASS = tuple(ONE_PASS_METHODS)
 ROAD_SCENES = 30
 ROAD_MAPS = ("gradcam", "gradcam++", "layercam", OWN_MAP)  # ROAD's imputation is costly; XGrad/HiRes = Grad-CAM here
 CHECK_SCENES = 6

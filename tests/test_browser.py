@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from playwright.sync_api import expect
 
 from attnviz.pipeline import EXAMPLES_DIR

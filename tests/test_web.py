@@ -117,7 +117,6 @@ def test_eight_clients_at_once_get_the_serial_results_and_leave_no_hooks(url, sc
     """API calls go through the queue and the per-model locks: concurrent == serial, bit for bit."""
     from concurrent.futures import ThreadPoolExecutor
 
-
     images = []
     for i in range(8):
         img, _, _ = synth.render_scene(777, i)
