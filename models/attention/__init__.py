@@ -67,7 +67,7 @@ ATTENTION_TYPES: dict[str, AttentionType] = {
                       "Cao et al., GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond, ICCVW 2019"),
         AttentionType("cc", "Criss-Cross", "cc", RecurrentCrissCross,
                       "Huang et al., CCNet: Criss-Cross Attention for Semantic Segmentation, ICCV 2019",
-                      placement="after_last"),
+                      defaults={"head": True}, placement="after_last"),
         AttentionType("danet", "DANet (position + channel)", "danet", DualAttention,
                       "Fu et al., Dual Attention Network for Scene Segmentation, CVPR 2019", placement="after_last"),
         AttentionType("mhsa", "Self-attention (MHSA)", "conv2", MHSA2d,

@@ -29,6 +29,12 @@ class ConvBN(nn.Module):
         return self.relu(x) if self.relu is not None else x
 
 
+def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
+    """Conv (no bias, "same" padding) + BatchNorm (PyTorch defaults) + ReLU, for heads and small nets."""
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
+                         nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+
+
 class HardSwish(nn.Module):
     """x * relu6(x + 3) / 6 — the activation Coordinate Attention uses after its shared 1x1 conv."""
 

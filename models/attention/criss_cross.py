@@ -6,13 +6,19 @@ softmax over those H + W values, values aggregated along the same cross, ``gamma
 scales the result added to the input. Applying the *same* module twice lets every position reach every
 other one (row then column). Each step's softmax is its own module (``steps[i]``, no parameters) so a
 hook can read each step's (N, H, W, H + W) weights; the learned weights are shared.
+
+``head=True`` wraps the steps the way CCNet's RCCA module uses them: a 3x3 conv-BN-ReLU down to C/4
+channels (``conva``), the criss-cross steps, a 3x3 conv-BN-ReLU (``convb``), then the input concatenated
+with the result and mapped back to C channels (``bottleneck``, here 1x1 conv-BN-ReLU so the classifier's
+input keeps its width). The bundled zoo uses it: the bare steps on un-normalised last-stage features trained
+to 92.8 % (val 67 % at mid-training) with the shared recipe, the weakest model by far.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ._common import add_query_key_value
+from ._common import add_query_key_value, conv_bn_relu
 
 
 class CrissCrossAttention(nn.Module):
@@ -40,12 +46,20 @@ class RecurrentCrissCross(nn.Module):
 
     attention_type = "cc"
 
-    def __init__(self, channels: int, recurrence: int = 2, reduction: int = 8) -> None:
+    def __init__(self, channels: int, recurrence: int = 2, reduction: int = 8, head: bool = False) -> None:
         super().__init__()
-        self.cca = CrissCrossAttention(channels, reduction)
+        self.head = head
+        inner = max(1, channels // 4) if head else channels
+        if head:
+            self.conva = conv_bn_relu(channels, inner, 3)
+            self.convb = conv_bn_relu(inner, inner, 3)
+            self.bottleneck = conv_bn_relu(channels + inner, channels, 1)
+        self.cca = CrissCrossAttention(inner, reduction)
         self.steps = nn.ModuleList(nn.Softmax(dim=-1) for _ in range(recurrence))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conva(x) if self.head else x
         for softmax in self.steps:
-            x = self.cca(x, softmax)
-        return x
+            y = self.cca(y, softmax)
+        return self.bottleneck(torch.cat([x, self.convb(y)], dim=1)) if self.head else y
+
