@@ -274,13 +274,11 @@ class STNAdapter(Adapter):
     attention, module_types = "stn", (SpatialTransformer,)
 
     def gates(self, module: nn.Module) -> dict[str, nn.Module]:
-        return {"theta": module.theta, "where": module.where_map}
+        return {"theta": module.theta}
 
     def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
         return [AttentionMap(block, "input", "stn", "sampled region", "affine", rec["theta"].astype(np.float32),
-                             ("row", "col"), "the square of the input the classifier sees (theta of affine_grid)"),
-                _spatial(block, "input", "stn", "where", rec["where"][0],
-                         "localisation net's softmax over the input grid; its expectation is the square's centre")]
+                             ("row", "col"), "the square of the input the classifier sees (theta of affine_grid)")]
 
 
 ADAPTERS: list[Adapter] = [
@@ -387,8 +385,7 @@ class AttentionRecording:
 # The one map per block that the stage summary averages: its effective spatial weight.
 SUMMARY_SPATIAL = {"cbam": "spatial", "triplet": "mean", "coord": "ca_product", "bam": "attention",
                    "gc": "context", "nonlocal": "attended (mean over queries)", "cc": "attended (mean over queries)",
-                   "danet": "attended (mean over queries)", "mhsa": "attended (mean over queries)",
-                   "stn": "where"}
+                   "danet": "attended (mean over queries)", "mhsa": "attended (mean over queries)"}
 
 
 def stage_summaries(maps: list[AttentionMap]) -> list[AttentionMap]:

@@ -11,7 +11,7 @@ from conftest import count_hooks
 from models.attention import ATTENTION_TYPES
 
 # compact model at 128 px: stages layer1/2/3 have C = 32/64/128 at 32x32, 16x16, 8x8
-STAGES = {"input": (3, 8), "layer1": (32, 32), "layer2": (64, 16), "layer3": (128, 8)}  # input: the STN's 8x8 grid
+STAGES = {"layer1": (32, 32), "layer2": (64, 16), "layer3": (128, 8)}
 
 AFF = ("affinity", lambda c, s: (s, s, s, s))
 SUB = ("affinity", lambda c, s: (s, s, s // 2, s // 2))  # Non-local keys are 2x2 max-pooled
@@ -37,7 +37,7 @@ EXPECTED = {  # map name -> (layout, shape as a function of (C, S))
     "danet": {"position attention": AFF, "attended (mean over queries)": SPATIAL,
               "channel affinity": ("matrix", lambda c, s: (c, c))},
     "mhsa": {**{f"head {i}": AFF for i in (1, 2, 3, 4)}, "mean of heads": AFF, "attended (mean over queries)": SPATIAL},
-    "stn": {"sampled region": ("affine", lambda c, s: (2, 3)), "where": ("spatial", lambda c, s: (s, s))},
+    "stn": {"sampled region": ("affine", lambda c, s: (2, 3))},
 }
 
 BLOCKS = {  # where each type's modules are in the compact model
@@ -50,7 +50,7 @@ BLOCKS = {  # where each type's modules are in the compact model
     "mhsa": {"layer3.0.conv2", "layer3.1.conv2"},
     "stn": {"stn"},
 }
-UNBOUNDED = {"channel affinity", "sampled region"}  # an affine matrix, not weights
+UNBOUNDED = {"channel affinity"}
 
 
 def _record(kind: str):
@@ -74,10 +74,13 @@ def test_recorder_returns_documented_maps_with_shapes(kind):
     blocks = {m.block for m in maps}
     assert blocks == BLOCKS[kind]
     for m in maps:
+        if kind == "stn":
+            assert m.stage == "input" and m.data.shape == (2, 3) and m.layout == "affine"
+            continue
         c, s = STAGES[m.stage]
         layout, shape = EXPECTED[kind][m.name]
         assert (m.layout, m.data.shape, m.data.dtype) == (layout, shape(c, s), np.float32), m.label
-        assert m.block.startswith(m.stage + ".") or m.block[-1] == m.stage[-1] or (m.stage, m.block) == ("input", "stn")
+        assert m.block.startswith(m.stage + ".") or m.block[-1] == m.stage[-1]
         if m.name not in UNBOUNDED:
             assert np.all((m.data >= 0) & (m.data <= 1 + 1e-6)), m.label  # sigmoid/softmax outputs or their means
     names_per_block = {b: sorted(m.name for m in maps if m.block == b) for b in blocks}
@@ -100,7 +103,7 @@ def test_stage_summaries_average_blocks(kind):
         else:
             assert s.layout == "channel" and s.data.shape == (c,)
     has_spatial = {s.stage for s in summaries if s.layout == "spatial"}
-    assert bool(has_spatial) == (kind not in ("se", "eca"))
+    assert bool(has_spatial) == (kind not in ("se", "eca", "stn"))
 
 
 def test_coordinate_attention_product_and_profiles_match_the_gates():

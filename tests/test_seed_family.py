@@ -256,48 +256,21 @@ def test_mhsa_replaces_the_last_stage_3x3_convs():
 # ---- Spatial transformer -------------------------------------------------------------------------
 
 def test_stn_theta_is_a_zoom_and_shift_that_stays_inside():
-    m = _randomise(SpatialTransformer(3, min_scale=0.3, max_scale=0.6, out_size=16))
+    m = _randomise(SpatialTransformer(3, min_scale=0.3))
     x = torch.randn(4, 3, 32, 32)
     theta = m.affine(x)
     s = theta[:, 0, 0]
     assert torch.allclose(theta[:, 1, 1], s) and torch.all(theta[:, 0, 1] == 0) and torch.all(theta[:, 1, 0] == 0)
-    assert torch.all((s >= 0.3) & (s <= 0.6))
+    assert torch.all((s >= 0.3) & (s <= 1.0))
     assert torch.all(theta[:, :, 2].abs() <= (1 - s).unsqueeze(1) + 1e-6)
-    grid = F.affine_grid(theta, [4, 3, 16, 16], align_corners=False)
-    out = m(x)
-    assert out.shape == (4, 3, 16, 16)
-    torch.testing.assert_close(out, F.grid_sample(x, grid, padding_mode="border", align_corners=False))
+    grid = F.affine_grid(theta, [4, 3, 32, 32], align_corners=False)
+    torch.testing.assert_close(m(x), F.grid_sample(x, grid, padding_mode="border", align_corners=False))
 
 
-def test_stn_window_is_centred_on_the_where_maps_expected_position():
-    """Independent computation: the where-map's expectation over cell centres, shift = centre * (1 - s)."""
-    m = _randomise(SpatialTransformer(3, min_scale=0.3, out_size=16, grid=4))
-    x = torch.randn(2, 3, 64, 64)
-    seen = {}
-    m.where_map.register_forward_hook(lambda mod, inp, out: seen.update(p=out.detach()))
-    theta = m.affine(x)
-    p = seen["p"]                                                     # (N, 1, 4, 4)
-    assert p.shape == (2, 1, 4, 4)
-    torch.testing.assert_close(p.sum((1, 2, 3)), torch.ones(2))
-    centres = torch.tensor([-0.75, -0.25, 0.25, 0.75])
-    cx = (p[:, 0] * centres.view(1, 1, 4)).sum((1, 2))
-    cy = (p[:, 0] * centres.view(1, 4, 1)).sum((1, 2))
-    s = theta[:, 0, 0]
-    torch.testing.assert_close(theta[:, 0, 2], cx * (1 - s))
-    torch.testing.assert_close(theta[:, 1, 2], cy * (1 - s))
-    # the window [shift - s, shift + s] always contains the predicted centre
-    assert torch.all((cx - theta[:, 0, 2]).abs() <= s + 1e-6) and torch.all((cy - theta[:, 1, 2]).abs() <= s + 1e-6)
-
-
-def test_stn_starts_at_init_scale_and_centred():
-    m = SpatialTransformer(3, min_scale=0.3, max_scale=0.6, init_scale=0.55).eval()
+def test_stn_starts_near_the_identity():
+    m = SpatialTransformer(3).eval()
     theta = m.affine(torch.randn(1, 3, 32, 32))
-    torch.testing.assert_close(theta[0, 0, 0], torch.tensor(0.55))
-    assert theta[0, :, 2].abs().max() < 1e-6
-    with pytest.raises(ValueError):
-        SpatialTransformer(3, min_scale=0.5, init_scale=0.4)
-    with pytest.raises(ValueError):
-        SpatialTransformer(3, min_scale=0.3, max_scale=0.5, init_scale=0.55)
+    assert theta[0, 0, 0] > 0.97 and theta[0, :, 2].abs().max() < 1e-6
 
 
 def test_warp_to_input_inverts_grid_sample_geometry():
