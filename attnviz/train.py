@@ -212,8 +212,7 @@ def git_commit() -> str:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
         # weights being written by an earlier variant of the same run are not code: leave them out
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "attnviz", "models", ":!models/weights"],
-                               cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -29,9 +29,13 @@ class ConvBN(nn.Module):
         return self.relu(x) if self.relu is not None else x
 
 
-def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
-    """Conv (no bias, "same" padding) + BatchNorm (PyTorch defaults) + ReLU, for heads and small nets."""
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
+def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int) -> nn.Sequential:
+    """Conv (no bias, "same" padding) + BatchNorm (PyTorch defaults) + ReLU, for the CCNet head.
+
+    Not :class:`ConvBN`: that one carries the CBAM/Triplet release's BN momentum (0.01) and ``conv``/``bn``
+    names; the bundled Criss-Cross weights were trained with this layout (keys ``conva.0``, ``conva.1``).
+    """
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False),
                          nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
 
 

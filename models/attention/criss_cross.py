@@ -62,4 +62,3 @@ class RecurrentCrissCross(nn.Module):
         for softmax in self.steps:
             y = self.cca(y, softmax)
         return self.bottleneck(torch.cat([x, self.convb(y)], dim=1)) if self.head else y
-
