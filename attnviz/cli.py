@@ -14,6 +14,7 @@ from typing import Sequence
 from .errors import AttnvizError
 
 EXIT_USER_ERROR = 2
+BUNDLED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
 
 
 def _csv(value: str) -> list[str]:
@@ -119,15 +120,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe["epochs"] = args.epochs
     if args.scenes is not None:
         recipe["train_scenes"] = args.scenes
-    from .train import git_commit
+    if args.seed is not None:
+        recipe["torch_seed"] = args.seed
+    from .train import REPLICATES_DIR, git_commit
 
     kinds = ZOO_ATTENTION if args.attention == ["all"] else args.attention
     unknown = [k for k in kinds if k not in ZOO_ATTENTION]
     if unknown:
         raise AttnvizError(f"Unknown attention type(s) {', '.join(unknown)}; choose from {', '.join(ZOO_ATTENTION)}.")
     commit = git_commit()
+    replicate = recipe["torch_seed"] != RECIPE["torch_seed"]
+    out = Path(args.out) if args.out else (REPLICATES_DIR if replicate else BUNDLED_WEIGHTS_DIR)
     for kind in kinds:
-        train_variant(kind, Path(args.out), recipe, progress=not args.quiet, commit=commit)
+        train_variant(kind, out, recipe, progress=not args.quiet, commit=commit)
     return 0
 
 
@@ -204,8 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train bundled-zoo variants with the shared recipe")
     p.add_argument("--attention", type=_csv, default=["all"],
                    help="comma-separated attention keys: none,se,eca,cbam,triplet,coord,bam,nonlocal,gc,cc,danet,"
-                        "mhsa,stn (default: all)")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "models" / "weights"))
+                        "mhsa,stn,vit (default: all)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: models/weights; models/weights/replicates with --seed)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="training seed (initialisation, batch order, augmentation draws); any other seed than the "
+                        "recipe's 0 trains a replicate <name>_seed<S> outside the bundled set")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--scenes", type=int, default=None, help="training scenes (default: the recipe's)")
     p.add_argument("--quiet", action="store_true")

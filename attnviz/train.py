@@ -219,19 +219,38 @@ def git_commit() -> str:
 
 
 ZOO_ATTENTION = ("none", "se", "eca", "cbam", "triplet", "coord",
-                 "bam", "nonlocal", "gc", "cc", "danet", "mhsa", "stn")
+                 "bam", "nonlocal", "gc", "cc", "danet", "mhsa", "stn", "vit")
 DISPLAY = {"none": "Baseline", "se": "SE", "eca": "ECA", "cbam": "CBAM", "triplet": "Triplet Attention",
            "coord": "Coordinate Attention", "bam": "BAM", "nonlocal": "Non-local", "gc": "Global Context",
-           "cc": "Criss-Cross", "danet": "DANet", "mhsa": "Self-attention (BoT)", "stn": "Spatial transformer"}
+           "cc": "Criss-Cross", "danet": "DANet", "mhsa": "Self-attention (BoT)", "stn": "Spatial transformer",
+           "vit": "ViT (self-attention)"}
+REPLICATES_DIR = PROJECT_ROOT / "models" / "weights" / "replicates"
 
 
-def zoo_name(attention: str) -> str:
-    """Bundled model names are the attention keys, with "baseline" for none."""
-    return "baseline" if attention == "none" else attention
+def zoo_name(attention: str, seed: int | None = None) -> str:
+    """Bundled model names are the attention keys, with "baseline" for none; a training-seed replicate
+    (any ``torch_seed`` other than the recipe's) is ``<name>_seed<S>``."""
+    name = "baseline" if attention == "none" else attention
+    return name if seed in (None, RECIPE["torch_seed"]) else f"{name}_seed{seed}"
 
 
 def architecture_for(attention: str) -> str:
+    if attention == "vit":
+        return "small_vit"
     return "small_resnet" if attention == "none" else f"small_resnet_{attention}"
+
+
+def cam_layers(model: nn.Module) -> tuple[str, list[str]]:
+    """(default CAM layer, selectable layers) for a zoo model: the last stage (or the head after it) for the
+    CNNs; each block's ``norm1`` for the ViT (pytorch-grad-cam's documented choice, last block by default)."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is not None:
+        layers = [f"blocks.{i}.norm1" for i in range(len(blocks))]
+        return layers[-1], layers
+    from models.resnet import last_stage_attention_name
+
+    cam_layer = last_stage_attention_name(model) or "layer3"  # a head after layer3 (CCNet, DANet) is explained too
+    return cam_layer, ["layer1", "layer2", "layer3"] + ([cam_layer] if cam_layer != "layer3" else [])
 
 
 def train_variant(attention: str, out_dir: Path, recipe: dict = RECIPE, progress: bool = True,
@@ -239,7 +258,8 @@ def train_variant(attention: str, out_dir: Path, recipe: dict = RECIPE, progress
     """Train one zoo variant from scratch and write ``<name>.safetensors`` + ``<name>.json`` to ``out_dir``.
 
     ``commit`` is the project commit the code was loaded from (taken before training starts, so edits made
-    while a long run is going do not mislabel it).
+    while a long run is going do not mislabel it). A recipe whose ``torch_seed`` differs from
+    :data:`RECIPE`'s is a training-seed replicate, named ``<name>_seed<S>``.
     """
     from safetensors.torch import save_file
 
@@ -255,7 +275,7 @@ def train_variant(attention: str, out_dir: Path, recipe: dict = RECIPE, progress
     torch.manual_seed(recipe["torch_seed"])
     model = models.build(arch, num_classes=len(synth.CLASS_NAMES))
     result = train_model(model, train, val, recipe, progress=progress, log=log)
-    name = zoo_name(attention)
+    name = zoo_name(attention, recipe["torch_seed"])
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / f"{name}.safetensors"
     # fp16 keeps the repository light; the accuracy below is measured on the fp16 round trip.
@@ -264,11 +284,10 @@ def train_variant(attention: str, out_dir: Path, recipe: dict = RECIPE, progress
     shipped = models.build(arch, num_classes=len(synth.CLASS_NAMES))
     shipped.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     test_acc = accuracy(shipped.eval(), test.images, test.labels)
-    from models.resnet import last_stage_attention_name
-
     from .zoo import sha256_file
 
-    cam_layer = last_stage_attention_name(shipped) or "layer3"  # a head after layer3 (CCNet, DANet) is explained too
+    cam_layer, layers = cam_layers(shipped)
+    seed_flag = f" --seed {recipe['torch_seed']}" if name != zoo_name(attention) else ""
 
     card = {
         "name": name,
@@ -282,7 +301,7 @@ def train_variant(attention: str, out_dir: Path, recipe: dict = RECIPE, progress
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "default_layer": cam_layer,
-        "layers": ["layer1", "layer2", "layer3"] + ([cam_layer] if cam_layer != "layer3" else []),
+        "layers": layers,
         "parameters": sum(p.numel() for p in model.parameters()),
         "flops": count_flops(shipped, size),
         "test_accuracy": round(test_acc, 4),
@@ -300,8 +319,11 @@ def train_variant(attention: str, out_dir: Path, recipe: dict = RECIPE, progress
         "project_commit": commit,
         "weights_dtype": "float16",
         "sha256": sha256_file(weights_path),
-        "command": f"attnviz train --attention {attention}",
+        "command": f"attnviz train --attention {attention}{seed_flag}",
     }
+    if seed_flag:
+        card["replicate_of"] = zoo_name(attention)
+        card["order"] = 100 + card["order"]
     (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     log(f"[{attention}] test accuracy {test_acc:.4f} (seed {recipe['test_seed']}, n={recipe['test_scenes']}), "
         f"trained in {result.seconds / 60:.1f} min")

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from . import mobilenetv2, resnet, small_resnet
+from . import mobilenetv2, resnet, small_resnet, vit
 from .attention import ATTENTION_TYPES
 
 
@@ -17,7 +17,7 @@ class Architecture:
     name: str
     builder: Callable[..., nn.Module]
     attention: str            # "none" or a key of ATTENTION_TYPES
-    family: str               # "resnet", "mobilenet_v2", "small_resnet"
+    family: str               # "resnet", "mobilenet_v2", "small_resnet", "vit"
     source: str = ""          # the official repository whose keys this layout reproduces
 
     def build(self, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
@@ -92,6 +92,7 @@ def _small_builder(attention: str | None) -> Callable[..., nn.Module]:
 register(Architecture("small_resnet", _small_builder(None), "none", "small_resnet"))
 for _key in ATTENTION_TYPES:
     register(Architecture(f"small_resnet_{_key}", _small_builder(_key), _key, "small_resnet"))
+register(Architecture("small_vit", vit.small_vit, "vit", "vit", "timm VisionTransformer at the zoo's size"))
 
 
 def get(name: str) -> Architecture:
