@@ -1,14 +1,18 @@
-"""One-pass Grad-CAM family.
+"""One-pass Grad-CAM family: the formulas (borrowed from pytorch-grad-cam) and the layer taps that feed them.
 
-Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM and HiResCAM all derive from the same two arrays: the target
-layer's activations A and the gradient dS/dA of the class score S. pytorch-grad-cam recomputes both,
-with a full backward through every parameter, once per method. Here the network runs *once*, without
-autograd up to the target layer; autograd switches on at the layer (a forward hook swaps in a leaf
-tensor) so the backward only spans the layers after it. The per-method formulas are pytorch-grad-cam's
-own (``get_cam_image`` of each class), so the maps equal the library's.
+Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, Grad-CAM element-wise, EigenGrad-CAM and Finer-CAM need
+only the CAM layer's activations A and the gradient dS/dA of a score S; Eigen-CAM and KPCA-CAM need only A.
+pytorch-grad-cam recomputes both, with a full backward through every parameter, once per method. Here the
+network runs *once*, without autograd up to the earliest tapped layer; autograd switches on there (a forward
+hook swaps in a leaf tensor) so the backward only spans the layers after it, and one backward per distinct
+score serves every method of a whole batch. The per-method formulas are the library's own ``get_cam_image``,
+so the maps equal the library's.
+
+Adding a method: one entry in :data:`METHODS` naming the pytorch-grad-cam class whose formula it uses.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -16,19 +20,42 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from pytorch_grad_cam import (EigenCAM, EigenGradCAM, GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM,
+                              KPCA_CAM, LayerCAM, XGradCAM)
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 
 from .errors import TargetError
 
-ONE_PASS_METHODS: dict[str, type[BaseCAM]] = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "layercam": LayerCAM,
-    "hirescam": HiResCAM,
-}
+
+@dataclass(frozen=True)
+class CamMethod:
+    """A one-pass method: which library class holds its formula, and which score it explains."""
+
+    name: str
+    library: type[BaseCAM]
+    gradients: bool = True     # needs dS/dA (Eigen-CAM and KPCA-CAM read the activations only)
+    score: str = "target"      # "target": logit[t] (or logit[t] - logit[contrast]); "finer": Finer-CAM's target
+
+
+METHODS: dict[str, CamMethod] = {m.name: m for m in (
+    CamMethod("gradcam", GradCAM),
+    CamMethod("gradcam++", GradCAMPlusPlus),
+    CamMethod("xgradcam", XGradCAM),
+    CamMethod("layercam", LayerCAM),
+    CamMethod("hirescam", HiResCAM),
+    CamMethod("gradcamelementwise", GradCAMElementWise),
+    CamMethod("eigengradcam", EigenGradCAM),
+    CamMethod("eigencam", EigenCAM, gradients=False),
+    CamMethod("kpcacam", KPCA_CAM, gradients=False),
+    CamMethod("finercam", GradCAM, score="finer"),
+)}
+# name -> library class, in display order (kept for callers that only need the names)
+ONE_PASS_METHODS: dict[str, type[BaseCAM]] = {name: m.library for name, m in METHODS.items()}
+# The five methods the first engine shipped; `attnviz eval` scores these by default.
+CLASSIC_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam")
+FINER_ALPHA = 1.0           # pytorch-grad-cam's FinerCAM default
+FINER_COMPARISONS = 3       # and its default number of most-similar classes
 
 
 class _NoHooks:
@@ -42,24 +69,16 @@ def _formula(cls: type[BaseCAM]) -> BaseCAM:
     """An instance of a pytorch-grad-cam class used only for its formulas (``__init__`` would hook the model)."""
     obj = cls.__new__(cls)
     obj.activations_and_grads = _NoHooks()
+    if cls is KPCA_CAM:  # the constructor's defaults, which its formula reads
+        obj.kernel, obj.gamma = "sigmoid", None
     return obj
 
 
-_FORMULAS: dict[str, BaseCAM] = {name: _formula(cls) for name, cls in ONE_PASS_METHODS.items()}
-
-
-@dataclass
-class LayerCapture:
-    """What one forward + restricted backward yields."""
-
-    logits: torch.Tensor          # (1, K), detached
-    activations: np.ndarray       # (1, C, h, w) float32
-    gradients: np.ndarray | None  # (1, C, h, w) float32, None until ``backward`` runs
-    timings: dict[str, float]
+_FORMULAS: dict[str, BaseCAM] = {name: _formula(m.library) for name, m in METHODS.items()}
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
-    """A dotted module name (``"layer4"``, ``"features.18"``) or a module -> the module, with a clear error."""
+    """A dotted module name (``"layer4"``, ``"blocks.11.norm1"``) or a module -> the module, with a clear error."""
     if isinstance(layer, nn.Module):
         return layer
     try:
@@ -69,65 +88,157 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
         raise TargetError(f"layer {layer!r} is not in this model; top-level modules: {', '.join(top)}") from None
 
 
-class _LayerTap:
-    """Forward hook that turns autograd on at the target layer and keeps its output as a grad leaf."""
+# ---- taps: autograd from the earliest tapped module on --------------------------------------------------
 
-    def __init__(self) -> None:
-        self.leaf: torch.Tensor | None = None
+class LayerTaps:
+    """Forward hooks that keep the outputs of several modules and switch autograd on at the first of them.
 
-    def __call__(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        if self.leaf is not None:  # a module reused later in the network: explain its first use only
-            return None
-        if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            raise TargetError(f"the CAM layer must output a (N, C, H, W) tensor, got "
-                              f"{type(output).__name__}{tuple(getattr(output, 'shape', ()))}")
-        torch.set_grad_enabled(True)  # thread-local; the caller's no_grad() context restores it
-        self.leaf = output.detach().requires_grad_(True)
-        return self.leaf.clone()  # downstream in-place ops must not touch the leaf
+    The first tapped output computed without autograd becomes a leaf that requires grad, and autograd stays on
+    for the rest of the forward, so later tapped outputs are in the graph: one backward reaches every tapped
+    output but never the layers before the earliest one. A module used twice is tapped at its first use.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], needs_grad: bool) -> None:
+        self.modules = list(modules)
+        self.needs_grad = needs_grad
+        self.outputs: list[torch.Tensor | None] = [None] * len(self.modules)
+        self._handles: list = []
+
+    def _hook(self, index: int):
+        def hook(module: nn.Module, inputs: tuple, output) -> torch.Tensor | None:
+            if self.outputs[index] is not None:
+                return None
+            if not isinstance(output, torch.Tensor) or output.dim() not in (3, 4):
+                raise TargetError(f"the CAM layer must output a (N, C, H, W), (N, H, W, C) or (N, tokens, C) "
+                                  f"tensor, got {type(output).__name__}{tuple(getattr(output, 'shape', ()))}")
+            if not self.needs_grad:
+                self.outputs[index] = output.detach()
+                return None
+            if output.requires_grad:
+                kept = output
+            else:
+                torch.set_grad_enabled(True)  # thread-local; the caller's no_grad() context restores it
+                kept = output.detach().requires_grad_(True)
+            self.outputs[index] = kept
+            return kept.clone()  # downstream in-place ops must not touch the kept tensor
+        return hook
+
+    def __enter__(self) -> "LayerTaps":
+        for i, module in enumerate(self.modules):
+            self._handles.append(module.register_forward_hook(self._hook(i)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
 
 
-def forward_to_layer(model: nn.Module, x: torch.Tensor, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model(x)`` with autograd off before ``layer`` and on after it. Returns (logits, layer leaf)."""
-    tap = _LayerTap()
-    handle = layer.register_forward_hook(tap)
-    try:
-        with torch.no_grad():
-            logits = model(x)
-    finally:
-        handle.remove()
-    if tap.leaf is None:
+def forward_with_taps(model: nn.Module, x: torch.Tensor, modules: Sequence[nn.Module],
+                      needs_grad: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``model(x)`` with autograd off before the earliest tapped module. Returns (logits, tapped outputs)."""
+    with torch.no_grad(), LayerTaps(modules, needs_grad) as taps:
+        logits = model(x)
+    missing = [i for i, out in enumerate(taps.outputs) if out is None]
+    if missing:
         raise TargetError("the CAM layer was not used in the forward pass")
-    return logits, tap.leaf
+    if isinstance(logits, (tuple, list)):  # e.g. DeiT-distilled in training mode; eval models return a tensor
+        logits = logits[0]
+    return logits, list(taps.outputs)  # type: ignore[arg-type]
 
 
-def class_gradient(logits: torch.Tensor, leaf: torch.Tensor, target: int) -> torch.Tensor:
-    """d logit[target] / d layer output, backpropagating only through the layers after the target layer."""
-    if not 0 <= target < logits.shape[-1]:
-        raise TargetError(f"class index {target} is out of range for {logits.shape[-1]} classes")
-    (grad,) = torch.autograd.grad(logits[0, target], leaf)
-    return grad
+# ---- token and channels-last layouts -> (B, C, h, w) ----------------------------------------------------
+
+def _is_channels_last(module: nn.Module, model: nn.Module, t: torch.Tensor) -> bool:
+    """A 4-D output is NHWC when a plain LayerNorm over its last axis made it (timm Swin, ConvNeXt blocks) or
+    the model declares NHWC features (timm's ``output_fmt``)."""
+    plain_layernorm = isinstance(module, nn.LayerNorm) and type(module).forward is nn.LayerNorm.forward
+    if plain_layernorm and tuple(module.normalized_shape) == (t.shape[-1],):
+        return True
+    return str(getattr(model, "output_fmt", "")).upper() == "NHWC"
 
 
-def compute_cams(activations: np.ndarray, gradients: np.ndarray, methods: Sequence[str],
-                 input_size: tuple[int, int]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per method: (heatmap in [0,1] at input size, raw upsampled map, raw layer-resolution map).
+def token_grid(model: nn.Module, tokens: int, input_hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    """(prefix tokens, (h, w)) for ``tokens`` transformer tokens: from timm's patch embedding and
+    ``num_prefix_tokens`` where the model has them, else the smallest prefix whose remainder tiles the input."""
+    prefix = getattr(model, "num_prefix_tokens", None)
+    patch_embed = getattr(model, "patch_embed", None)
+    patch = getattr(patch_embed, "patch_size", None)
+    if isinstance(prefix, int) and patch is not None:
+        ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)[:2]
+        h, w = input_hw[0] // ph, input_hw[1] // pw
+        if prefix + h * w == tokens:
+            return prefix, (h, w)
+    grid = getattr(patch_embed, "grid_size", None)
+    if isinstance(prefix, int) and grid is not None and prefix + grid[0] * grid[1] == tokens:
+        return prefix, (int(grid[0]), int(grid[1]))
+    aspect = input_hw[0] / input_hw[1]
+    for p in range(0, min(tokens, 17)):
+        rest = tokens - p
+        h = max(1, round(math.sqrt(rest * aspect)))
+        if rest % h == 0 and abs(h / (rest // h) - aspect) < 0.15:
+            return p, (h, rest // h)
+    raise TargetError(f"cannot fold {tokens} tokens into a grid for a {input_hw[1]}x{input_hw[0]} input; pass a "
+                      f"convolutional layer or a layer whose tokens are patches")
 
-    ``heatmap`` reproduces pytorch-grad-cam's post-processing step for step (ReLU, per-map min-max,
-    bilinear resize, aggregation over one layer, min-max again), so it equals the library's output.
+
+def to_feature_map(t: torch.Tensor, module: nn.Module, model: nn.Module, input_hw: tuple[int, int]) -> torch.Tensor:
+    """A tapped output as (B, C, h, w): NCHW as is, NHWC permuted, (B, N, C) tokens without prefix tokens, folded."""
+    if t.dim() == 4:
+        return t.permute(0, 3, 1, 2) if _is_channels_last(module, model, t) else t
+    prefix, (h, w) = token_grid(model, t.shape[1], input_hw)
+    return t[:, prefix:, :].reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
+
+
+# ---- maps -----------------------------------------------------------------------------------------------
+
+@dataclass
+class CamArrays:
+    """Per method, for a batch: ``heatmap`` (B, H, W) in [0, 1] as pytorch-grad-cam returns it, ``raw`` (B, H, W)
+    un-normalised at input size, ``layer_map`` (B, h, w) at the first CAM layer's resolution."""
+
+    heatmap: np.ndarray
+    raw: np.ndarray
+    layer_map: np.ndarray
+
+
+def compute_cams(activations: Sequence[np.ndarray], gradients: dict[str, Sequence[np.ndarray] | None],
+                 methods: Sequence[str], input_size: tuple[int, int], eigen_smooth: bool = False) -> dict[str, CamArrays]:
+    """Every method's maps from per-layer activations and per-score gradients (each (B, C, h, w) float32).
+
+    ``gradients`` maps a score kind ("target", "finer") to the per-layer gradients of that score. ``heatmap``
+    reproduces pytorch-grad-cam's post-processing step for step (ReLU, per-layer min-max and bilinear resize,
+    ReLU, mean over layers, min-max again), so it equals the library's output with the same target layers.
     """
     import cv2  # local: keeps module import light for the CLI's --help
 
-    width, height = input_size[1], input_size[0]
-    out = {}
+    height, width = input_size
+    out: dict[str, CamArrays] = {}
     for method in methods:
-        cam = _FORMULAS[method].get_cam_image(None, None, None, activations, gradients, False)
-        cam = np.maximum(cam, 0)                                    # (1, h, w)
-        scaled = scale_cam_image(cam, (width, height))[:, None, :]  # library: per-layer scaling
-        heat = scale_cam_image(np.mean(np.maximum(scaled, 0), axis=1))[0]
-        raw_layer = cam[0].astype(np.float32)
-        raw = cv2.resize(raw_layer, (width, height), interpolation=cv2.INTER_LINEAR)
-        out[method] = (heat.astype(np.float32), np.maximum(raw, 0).astype(np.float32), raw_layer)
+        spec = METHODS[method]
+        grads = gradients.get(spec.score) if spec.gradients else None
+        per_layer, raws, first_layer = [], [], None
+        for i, acts in enumerate(activations):
+            layer_grads = grads[i] if grads is not None else None
+            cam = _FORMULAS[method].get_cam_image(None, None, None, acts, layer_grads, eigen_smooth)
+            cam = np.maximum(cam, 0)                                            # (B, h, w)
+            per_layer.append(scale_cam_image(cam, (width, height))[:, None])    # library: per-layer scaling
+            raws.append(np.stack([cv2.resize(c.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+                                  for c in cam]))
+            if first_layer is None:
+                first_layer = cam.astype(np.float32)
+        stacked = np.maximum(np.concatenate(per_layer, axis=1), 0)
+        heat = scale_cam_image(np.mean(stacked, axis=1))
+        raw = np.maximum(np.mean(np.stack(raws), axis=0), 0)
+        out[method] = CamArrays(heat.astype(np.float32), raw.astype(np.float32), first_layer)
     return out
+
+
+def finer_comparisons(logits: np.ndarray, target: int, count: int = FINER_COMPARISONS) -> list[int]:
+    """Finer-CAM's default comparison classes: the ``count`` classes whose logits are closest to the target's
+    (pytorch-grad-cam's FinerCAM ranks all classes by |logit - target logit| and skips the first, the target)."""
+    order = np.argsort(np.abs(logits - logits[target]), axis=-1)
+    return [int(j) for j in order if j != target][:max(0, min(count, len(logits) - 1))]
 
 
 def now_ms() -> float:

@@ -32,3 +32,7 @@ class TargetError(AttnvizError):
 
 class LimitExceededError(AttnvizError):
     """A request asked for more than the server allows (models per request, time, size)."""
+
+
+class DeviceError(AttnvizError):
+    """The requested torch device does not exist on this machine or cannot be used."""

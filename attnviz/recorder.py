@@ -21,8 +21,9 @@ from models.attention import (BAM, CBAM, ContextBlock, CoordAtt, DualAttention, 
 
 from .results import AttentionMap
 
-Records = dict[str, np.ndarray]  # gate name -> first sample's gate output (float32); SHAPE -> module input shape
+Records = dict[str, np.ndarray]  # gate name -> one sample's gate output (float32); SHAPE -> module input shape
 SHAPE = "__input_shape__"
+TOKENS = "__tokens__"            # transformer blocks: (prefix tokens, grid h, grid w) of the recorded input
 
 
 def _spatial(block: str, stage: str, kind: str, name: str, data: np.ndarray, note: str) -> AttentionMap:
@@ -34,6 +35,14 @@ class Adapter:
 
     attention = ""
     module_types: tuple[type, ...] = ()
+    needs_tokens = False   # the recording adds TOKENS (prefix count and patch grid) to this type's records
+
+    def accepts(self, module: nn.Module) -> bool:
+        return bool(self.module_types) and isinstance(module, self.module_types)
+
+    def prepare(self, module: nn.Module) -> Callable[[], None] | None:
+        """Make the gates observable for one recording (e.g. switch fused attention off); return the undo."""
+        return None
 
     def gates(self, module: nn.Module) -> dict[str, nn.Module]:
         raise NotImplementedError
@@ -281,6 +290,53 @@ class STNAdapter(Adapter):
                              ("row", "col"), "the square of the input the classifier sees (theta of affine_grid)")]
 
 
+class TransformerAdapter(Adapter):
+    """timm ViT / DeiT self-attention (and look-alikes): every head's softmax weights over the tokens.
+
+    The weights are read at ``attn_drop`` (identity in eval mode), which only sees them on timm's explicit
+    attention path: :meth:`prepare` switches fused attention off for the recording and the undo restores it.
+    """
+
+    attention = "vit"
+    needs_tokens = True
+
+    def accepts(self, module: nn.Module) -> bool:
+        from .transformers import is_attention, is_windowed
+
+        return is_attention(module) and not is_windowed(module)
+
+    def prepare(self, module: nn.Module) -> Callable[[], None]:
+        saved = module.fused_attn
+        module.fused_attn = False
+
+        def undo() -> None:
+            module.fused_attn = saved
+        return undo
+
+    def gates(self, module: nn.Module) -> dict[str, nn.Module]:
+        return {"attention": module.attn_drop}
+
+    def maps(self, block: str, stage: str, rec: Records) -> list[AttentionMap]:
+        heads = rec["attention"]                              # (heads, N, N)
+        prefix, h, w = (int(v) for v in rec[TOKENS])
+        patches = heads[:, prefix:, prefix:]
+
+        def affinity(name: str, weights: np.ndarray, note: str) -> AttentionMap:
+            return AttentionMap(block, stage, "vit", name, "affinity", weights.reshape(h, w, h, w).astype(np.float32),
+                                ("Hq", "Wq", "Hk", "Wk"), note)
+
+        out = [affinity(f"head {i + 1}", patches[i], f"head {i + 1}: each patch's softmax weights over the patches "
+                        f"(the {prefix} class/register token column{'s' if prefix != 1 else ''} left out)")
+               for i in range(len(heads))]
+        out.append(affinity("mean of heads", patches.mean(axis=0), "attention weights averaged over heads"))
+        if prefix >= 1:
+            cls = heads[:, 0, prefix:].mean(axis=0).reshape(h, w)
+            top = cls.max()
+            out.append(_spatial(block, stage, "vit", "class-token attention", cls / top if top > 0 else cls,
+                                "the class token's weights over the patches, mean of heads, scaled to max 1"))
+        return out
+
+
 ADAPTERS: list[Adapter] = [
     ChannelGateAdapter("se", SELayer, lambda m: m.gate),
     ChannelGateAdapter("eca", ECALayer, lambda m: m.gate),
@@ -294,6 +350,7 @@ ADAPTERS: list[Adapter] = [
     DANetAdapter(),
     MHSAAdapter(),
     STNAdapter(),
+    TransformerAdapter(),
 ]
 
 
@@ -304,7 +361,7 @@ def register_adapter(adapter: Adapter) -> None:
 
 def _adapter_for(module: nn.Module) -> Adapter | None:
     for adapter in ADAPTERS:
-        if adapter.module_types and isinstance(module, adapter.module_types):
+        if adapter.accepts(module):
             return adapter
     return None
 
@@ -315,7 +372,13 @@ _STAGE_RE = re.compile(r"(?:^|\.)(layer\d+)(?:\.|$)")
 _AFTER_STAGE_RE = re.compile(r"^[a-z_]+?(\d+)$")
 
 
+_BLOCK_RE = re.compile(r"^(blocks\.\d+)(?:\.|$)")
+
+
 def _stage_of(block: str, rec: Records, maps: list[AttentionMap]) -> str:
+    transformer_block = _BLOCK_RE.match(block)  # timm ViT: every block is its own stage ("blocks.5")
+    if transformer_block:
+        return transformer_block.group(1)
     match = _STAGE_RE.search(block)
     if match:
         return match.group(1)
@@ -329,51 +392,87 @@ def _stage_of(block: str, rec: Records, maps: list[AttentionMap]) -> str:
 
 
 class AttentionRecording:
-    """Hooks on every gate of every recognised attention module of one model."""
+    """Hooks on every gate of every recognised attention module of one model, for a whole batch.
+
+    Gate outputs are kept for every sample of the forward (on the CPU, float32); :meth:`maps` turns one
+    sample's records into maps, so a batch of N images yields the same maps as N single-image passes.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.modules: list[tuple[str, nn.Module, Adapter]] = [
             (name, m, a) for name, m in model.named_modules() if (a := _adapter_for(m)) is not None]
-        self._records: dict[str, Records] = {}
+        self._records: dict[str, dict[str, np.ndarray]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._undo: list[Callable[[], None]] = []
+        self._input_hw: tuple[int, int] | None = None
 
     def attach(self) -> None:
+        if any(a.needs_tokens for _, _, a in self.modules):
+            self._handles.append(self.model.register_forward_pre_hook(self._input_probe))
         for name, module, adapter in self.modules:
             self._records[name] = {}
-            self._handles.append(module.register_forward_pre_hook(self._shape_probe(name)))
+            undo = adapter.prepare(module)
+            if undo is not None:
+                self._undo.append(undo)
+            self._handles.append(module.register_forward_pre_hook(self._shape_probe(name, adapter.needs_tokens)))
             for gate_name, gate in adapter.gates(module).items():
                 self._handles.append(gate.register_forward_hook(self._hook(name, gate_name)))
 
-    def _shape_probe(self, block: str):
+    def _input_probe(self, module: nn.Module, inputs: tuple) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() == 4:
+            self._input_hw = (int(inputs[0].shape[-2]), int(inputs[0].shape[-1]))
+
+    def _shape_probe(self, block: str, tokens: bool):
         store = self._records[block]
 
         def probe(module: nn.Module, inputs: tuple) -> None:
             if inputs and isinstance(inputs[0], torch.Tensor):
-                store[SHAPE] = tuple(inputs[0].shape)
+                store[SHAPE] = np.asarray(inputs[0].shape[1:])
+                if tokens and inputs[0].dim() == 3 and self._input_hw is not None:
+                    from .cam import token_grid
+
+                    prefix, (h, w) = token_grid(self.model, int(inputs[0].shape[1]), self._input_hw)
+                    store[TOKENS] = np.asarray([prefix, h, w])
         return probe
 
     def _hook(self, block: str, gate_name: str):
         store = self._records[block]
 
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            store[gate_name] = output[0:1].detach().to(torch.float32).cpu().numpy()[0].copy()
+            store[gate_name] = output.detach().to(torch.float32).cpu().numpy().copy()
         return hook
 
     def detach(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        while self._undo:
+            self._undo.pop()()
 
     def clear(self) -> None:
         for rec in self._records.values():
             rec.clear()
 
-    def maps(self) -> list[AttentionMap]:
+    def sample_records(self, name: str, index: int) -> Records:
+        """One sample's records of one block, shaped as the adapters expect (no batch axis)."""
+        rec = self._records.get(name) or {}
+        out: Records = {}
+        for key, value in rec.items():
+            if key == SHAPE:
+                out[key] = tuple(int(v) for v in value)
+            elif key == TOKENS:
+                out[key] = value
+            else:
+                out[key] = value[index]
+        return out
+
+    def maps(self, index: int = 0) -> list[AttentionMap]:
+        """The maps of sample ``index`` of the recorded batch."""
         out: list[AttentionMap] = []
         for name, _module, adapter in self.modules:
-            rec = self._records.get(name) or {}
-            if not any(k != SHAPE for k in rec):
+            rec = self.sample_records(name, index)
+            if not any(k not in (SHAPE, TOKENS) for k in rec):
                 continue
             block_maps = adapter.maps(name, "", rec)
             stage = _stage_of(name, rec, block_maps)
@@ -385,7 +484,8 @@ class AttentionRecording:
 # The one map per block that the stage summary averages: its effective spatial weight.
 SUMMARY_SPATIAL = {"cbam": "spatial", "triplet": "mean", "coord": "ca_product", "bam": "attention",
                    "gc": "context", "nonlocal": "attended (mean over queries)", "cc": "attended (mean over queries)",
-                   "danet": "attended (mean over queries)", "mhsa": "attended (mean over queries)"}
+                   "danet": "attended (mean over queries)", "mhsa": "attended (mean over queries)",
+                   "vit": "class-token attention"}
 
 
 def stage_summaries(maps: list[AttentionMap]) -> list[AttentionMap]:

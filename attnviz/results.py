@@ -44,10 +44,10 @@ class AttentionMap:
 class CamMap:
     """A class-activation map for one method, at the model's input resolution."""
 
-    method: str                 # "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", ...
+    method: str                 # "gradcam", "gradcam++", ..., "rollout", "grad-rollout"
     heatmap: np.ndarray         # (H, W) float32 in [0, 1], exactly what pytorch-grad-cam returns
     raw: np.ndarray             # (H, W) float32 >= 0, un-normalised (for a colour scale shared across maps)
-    layer_map: np.ndarray       # (h, w) float32 >= 0 at the target layer's resolution, un-normalised
+    layer_map: np.ndarray       # (h, w) float32 >= 0 at the (first) target layer's resolution, un-normalised
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Explanation:
     image: np.ndarray | None            # (H, W, 3) uint8: the model's view of the input (after resize/crop)
     predictions: list[Prediction]       # top-k, highest first
     target: Prediction                  # the class the CAMs explain
-    layer: str                          # dotted name of the CAM target layer
+    layer: str                          # dotted name of the CAM target layer ("a+b+c" for fused layers)
     cams: dict[str, CamMap]
     attention_maps: list[AttentionMap]
     stage_summaries: list[AttentionMap]
@@ -76,6 +76,9 @@ class Explanation:
     weights_sha256: str = ""            # of the weights file, for reports
     view_resize: int = 0                # shorter side the upload was resized to before the centre crop
     warnings: list[str] = field(default_factory=list)
+    contrast: Prediction | None = None  # "target versus this class" (score = logit target - logit contrast)
+    options: dict = field(default_factory=dict)   # how the maps were made: eigen_smooth, aug_smooth, amp, layers
+    device: str = "cpu"                 # where the model ran
 
     @property
     def top1(self) -> Prediction:
@@ -92,3 +95,6 @@ class Comparison:
     target_request: str | int | None    # what the user asked for (None = each model's top-1)
     timings: dict[str, float] = field(default_factory=dict)
     mask: np.ndarray | None = None      # (H, W) bool ground truth when known (benchmark scenes, drawn boxes)
+    # "what attention changed": (variant model, method) -> {"spearman", "top20_iou", "peak_distance", ...}
+    # against the baseline row's map of the same method, target and layer (empty without a baseline row)
+    agreement: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
+import torch
 from torch import nn
 
 import models
@@ -30,21 +31,23 @@ CACHE_SIZE = int(os.environ.get("ATTNVIZ_MODEL_CACHE", "16"))
 
 @dataclass
 class LoadedModel:
-    """A ready network (eval mode) with its spec and the lock every hooked pass must hold."""
+    """A ready network (eval mode, on ``device``) with its spec and the lock every hooked pass must hold."""
 
     model: nn.Module
     spec: ModelSpec
     lock: threading.Lock = field(default_factory=threading.Lock)
     weights_sha256: str = ""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 _specs: dict[str, ModelSpec] = {}
 _specs_lock = threading.Lock()
 _providers: list[Callable[[], Iterable[ModelSpec]]] = []
 _providers_loaded = False
-_cache: "OrderedDict[str, LoadedModel]" = OrderedDict()
+# One loaded copy per (model name, device): a model is moved to a device once and reused from there.
+_cache: "OrderedDict[tuple[str, str], LoadedModel]" = OrderedDict()
 _cache_lock = threading.Lock()
-_load_locks: dict[str, threading.Lock] = {}
+_load_locks: dict[tuple[str, str], threading.Lock] = {}
 
 
 def register(spec: ModelSpec, replace: bool = False) -> ModelSpec:
@@ -53,9 +56,14 @@ def register(spec: ModelSpec, replace: bool = False) -> ModelSpec:
         if spec.name in _specs and not replace:
             raise ValueError(f"model {spec.name!r} is already registered")
         _specs[spec.name] = spec
-    with _cache_lock:
-        _cache.pop(spec.name, None)
+    _drop_cached(spec.name)
     return spec
+
+
+def _drop_cached(name: str) -> None:
+    with _cache_lock:
+        for key in [k for k in _cache if k[0] == name]:
+            del _cache[key]
 
 
 def add_provider(provider: Callable[[], Iterable[ModelSpec]]) -> None:
@@ -135,24 +143,29 @@ def build_model(spec: ModelSpec) -> tuple[nn.Module, str]:
     return model.eval(), digest
 
 
-def load(name_or_spec: str | ModelSpec) -> LoadedModel:
-    """The cached, ready-to-run model for a name or spec (built and loaded on first use)."""
+def load(name_or_spec: str | ModelSpec, device: str | torch.device | None = None) -> LoadedModel:
+    """The cached, ready-to-run model for a name or spec on ``device`` (default ``ATTNVIZ_DEVICE`` or "auto":
+    CUDA, else MPS, else CPU), built, loaded and moved there on first use."""
+    from .devices import resolve_device
+
     spec = name_or_spec if isinstance(name_or_spec, ModelSpec) else get_spec(name_or_spec)
+    target = resolve_device(device)
+    key = (spec.name, str(target))
     with _cache_lock:
-        hit = _cache.get(spec.name)
+        hit = _cache.get(key)
         if hit is not None and hit.spec is spec:
-            _cache.move_to_end(spec.name)
+            _cache.move_to_end(key)
             return hit
-        load_lock = _load_locks.setdefault(spec.name, threading.Lock())
+        load_lock = _load_locks.setdefault(key, threading.Lock())
     with load_lock:  # two first requests for one model build it once
         with _cache_lock:
-            hit = _cache.get(spec.name)
+            hit = _cache.get(key)
             if hit is not None and hit.spec is spec:
                 return hit
         model, digest = build_model(spec)
-        loaded = LoadedModel(model, spec, weights_sha256=digest)
+        loaded = LoadedModel(model.to(target), spec, weights_sha256=digest, device=target)
         with _cache_lock:
-            _cache[spec.name] = loaded
+            _cache[key] = loaded
             while len(_cache) > CACHE_SIZE:
                 _cache.popitem(last=False)
         return loaded
