@@ -32,3 +32,7 @@ class TargetError(AttnvizError):
 
 class LimitExceededError(AttnvizError):
     """A request asked for more than the server allows (models per request, time, size)."""
+
+
+class DatasetError(AttnvizError):
+    """A dataset folder, or one file in it (image, mask, VOC XML), could not be used; the message names it."""
