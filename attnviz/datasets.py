@@ -320,17 +320,23 @@ class Dataset:
         return tuple(f for f in self.folders if f.label is None)
 
 
-def _files_under(folder: Path) -> list[Path]:
-    """Every file below ``folder`` (sub-folders too, as ImageFolder does), sorted; symlinked folders not followed."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+def _files_under(folder: Path) -> tuple[list[Path], list[Skipped]]:
+    """Every file below ``folder`` (sub-folders too, as ImageFolder does), sorted, and the folders that could
+    not be read; symlinked folders are not followed."""
+    found: list[Path] = []
+    unreadable: list[Skipped] = []
+
+    def report(exc: OSError) -> None:
+        unreadable.append(Skipped(Path(exc.filename or folder), f"cannot be read ({exc.strerror or exc})"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=report):
         dirnames.sort()
         found.extend(Path(dirpath) / f for f in sorted(filenames))
-    return found
+    return found, unreadable
 
 
 def _list_folder(folder: Path, label: int | None, reason: str) -> tuple[list[DatasetItem], list[Skipped]]:
-    files = _files_under(folder)
+    files, unreadable = _files_under(folder)
     images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.lower().endswith(MASK_SUFFIX)]
     image_stems = {(f.parent, f.stem) for f in images}
     # a "<stem>_mask.png" is a mask when an image "<stem>.*" sits beside it; alone it is an orphan
@@ -339,7 +345,8 @@ def _list_folder(folder: Path, label: int | None, reason: str) -> tuple[list[Dat
         if f.name.lower().endswith(MASK_SUFFIX):
             masks[(f.parent, f.name[:-len(MASK_SUFFIX)])] = f
     xmls = {(f.parent, f.stem): f for f in files if f.suffix.lower() == ".xml"}
-    items, skipped = [], []
+    items: list[DatasetItem] = []
+    skipped: list[Skipped] = list(unreadable)
     for key, f in masks.items():
         if key not in image_stems:
             skipped.append(Skipped(f, f"a mask with no image {key[1]}.* beside it"))
@@ -374,7 +381,11 @@ def read_dataset(root: str | os.PathLike, class_names: Sequence[str] | None = No
     items: list[DatasetItem] = []
     skipped: list[Skipped] = []
     folders: list[ClassFolder] = []
-    for entry in sorted(root.iterdir()):
+    try:
+        entries = sorted(root.iterdir())
+    except OSError as exc:
+        raise DatasetError(f"{root} cannot be read ({exc.strerror or exc}).") from None
+    for entry in entries:
         if entry.is_dir() and not entry.is_symlink():
             label, reason = match_class(entry.name, class_names)
             found, left = _list_folder(entry, label, reason)

@@ -1,6 +1,7 @@
 """Dataset folders: `attnviz synth export` round trip, listing with reasons, label matching, safe VOC parsing."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -139,6 +140,24 @@ def test_bad_files_fail_one_by_one_with_their_names(tmp_path):
     with pytest.raises(DatasetError, match=r"^masked_mask.png: "):
         items["masked.png"].load()
     assert items["ok.png"].load()[1] is None
+
+
+def test_an_unreadable_sub_folder_is_listed_not_dropped(tmp_path, monkeypatch):
+    (tmp_path / "star" / "locked").mkdir(parents=True)
+    _png(tmp_path / "star" / "ok.png")
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **kwargs):   # as os.walk reports a folder it may not list (tests run as root)
+        for dirpath, dirnames, filenames in real_walk(top, onerror=onerror, **kwargs):
+            if dirpath.endswith("locked"):
+                onerror(PermissionError(13, "Permission denied", dirpath))
+                continue
+            yield dirpath, dirnames, filenames
+
+    monkeypatch.setattr(datasets.os, "walk", walk)
+    ds = datasets.read_dataset(tmp_path, synth.CLASS_NAMES)
+    assert [i.path.name for i in ds.items] == ["ok.png"]
+    assert [(s.path.name, s.reason) for s in ds.skipped] == [("locked", "cannot be read (Permission denied)")]
 
 
 def test_root_must_be_a_folder_with_class_folders(tmp_path):
