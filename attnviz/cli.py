@@ -1,4 +1,5 @@
-"""The ``attnviz`` command line (also ``python -m attnviz``): serve, explain, models, train, eval, bench.
+"""The ``attnviz`` command line (also ``python -m attnviz``): serve, explain, models, train, eval, sanity, synth,
+bench.
 
 Each subcommand is a thin wrapper over the same functions the web page uses. User errors print one
 line to stderr and exit with status 2; an unexpected crash exits with 1.
@@ -147,6 +148,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sanity(args: argparse.Namespace) -> int:
+    from .sanity import run_sanity
+
+    result = run_sanity(models=args.models, n=args.n, seed=args.seed, methods=args.methods, out=Path(args.out),
+                        progress=not args.quiet)
+    flagged = [f"{row['model']}/{key}" for row in result["models"] for key, entry in row["maps"].items()
+               if entry["keeps_structure"]]
+    print(f"wrote {Path(args.out) / 'sanity.json'}, sanity.md and sanity.png ({result['seconds']:.0f} s); maps that "
+          f"keep their structure with every layer random: {', '.join(flagged) or 'none'}", file=sys.stderr)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synth_export import export_scenes
+    from .train import EVAL_SEED
+
+    seed = EVAL_SEED if args.seed is None else args.seed
+    done = export_scenes(args.dir, args.n, seed, boxes=args.boxes, progress=not args.quiet)
+    print(f"wrote {done.n} scenes of data seed {done.seed} with {done.ground_truth} to {done.root}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import runpy
 
@@ -231,6 +254,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the other models' rows of OUT/results.json (same settings); re-run only --models")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sanity", help="model-randomisation and random-target sanity checks of every map",
+                       description="Adebayo et al. 2018: re-initialise the model layer group by layer group from "
+                                   "the classifier down to the stem and compare each map (every CAM method, the "
+                                   "attention module's own map) with the original (Spearman, SSIM); also the map "
+                                   "for a random other class. Writes OUT/sanity.json, sanity.md and sanity.png.")
+    p.add_argument("--models", type=_csv, default=None, help="comma-separated (default: the bundled zoo)")
+    p.add_argument("--methods", type=_csv, default=None, help="CAM methods (default: the five one-pass methods)")
+    p.add_argument("--n", type=int, default=8, help="benchmark scenes per model (default 8)")
+    p.add_argument("--seed", type=int, default=None, help="data seed of the scenes (default: the eval seed)")
+    p.add_argument("--out", default="docs")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sanity)
+
+    p = sub.add_parser("synth", help="benchmark scenes as a dataset folder")
+    actions = p.add_subparsers(dest="action", required=True)
+    e = actions.add_parser("export", help="write scenes as DIR/<class>/<stem>.png with masks or VOC boxes",
+                           description="Writes the scenes `attnviz eval --n N --seed S` scores, losslessly, as "
+                                       "DIR/<class>/<stem>.png plus <stem>_mask.png (or <stem>.xml Pascal VOC boxes "
+                                       "with --boxes). DIR must be new or empty.")
+    e.add_argument("dir")
+    e.add_argument("--n", type=int, default=200, help="number of scenes (default 200, as attnviz eval)")
+    e.add_argument("--seed", type=int, default=None, help="data seed (default: the eval seed, as attnviz eval)")
+    e.add_argument("--boxes", action="store_true", help="VOC XML boxes of the visible object instead of masks")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("bench", help="CAM engine vs pytorch-grad-cam benchmark")
     p.add_argument("--repeats", type=int, default=15)

@@ -36,3 +36,7 @@ class LimitExceededError(AttnvizError):
 
 class DeviceError(AttnvizError):
     """The requested torch device does not exist on this machine or cannot be used."""
+
+
+class DatasetError(AttnvizError):
+    """A dataset folder, or one file in it (image, mask, VOC XML), could not be used; the message names it."""
