@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import cam as cam_core
+from .agreement import comparison_agreement
 from .devices import autocast, resolve_device
 from .errors import AttnvizError, LimitExceededError, TargetError
 from .images import decode_image
@@ -536,5 +537,7 @@ def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DE
                                     contrast=contrast, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, amp=amp))
     if progress:
         progress(len(names), len(names), "done")
-    return Comparison(image=decoded, explanations=explanations, methods=methods, target_request=target,
-                      timings={"total": cam_core.now_ms() - t0}, mask=mask)
+    comparison = Comparison(image=decoded, explanations=explanations, methods=methods, target_request=target,
+                            timings={"total": cam_core.now_ms() - t0}, mask=mask)
+    comparison.agreement = comparison_agreement(comparison)
+    return comparison

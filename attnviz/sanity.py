@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .agreement import spearman, unit as _unit
 from .engine import check_methods, explain
 from .errors import AttnvizError
 from .localisation import OWN_MAP, own_spatial_map
@@ -179,24 +180,6 @@ def compute_maps(model: LoadedModel | nn.Module, x: torch.Tensor, targets: Seque
                 own = cv2.resize(own.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
             out.setdefault(OWN_MAP, []).append(own.astype(np.float32))
     return {k: np.stack(v) for k, v in out.items() if len(v) == len(x)}
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two maps' pixels (average ranks for ties); 0 when either is constant."""
-    from scipy.stats import rankdata
-
-    ra = rankdata(np.asarray(a, np.float64).ravel())
-    rb = rankdata(np.asarray(b, np.float64).ravel())
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denom = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / denom) if denom > 0 else 0.0
-
-
-def _unit(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    lo, hi = float(a.min()), float(a.max())
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,11 +14,12 @@ from skimage.metrics import structural_similarity
 
 import models
 from attnviz import sanity, synth, zoo
+from attnviz.cam import METHODS
 from attnviz.localisation import OWN_MAP
 from attnviz.train import EVAL_SEED, cached_scenes
 from conftest import PROJECT_ROOT, count_hooks
 
-ONE_PASS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"]
+ONE_PASS = list(METHODS)  # every one-pass method is checked by default
 SMALL_STEPS = ["fc", "layer3.1", "layer3.0", "layer2.1", "layer2.0", "layer1.1", "layer1.0", "stem"]
 
 
