@@ -221,16 +221,17 @@ def compute_cams(activations: Sequence[np.ndarray], gradients: dict[str, Sequenc
         for i, acts in enumerate(activations):
             layer_grads = grads[i] if grads is not None else None
             cam = _FORMULAS[method].get_cam_image(None, None, None, acts, layer_grads, eigen_smooth)
-            cam = np.maximum(cam, 0)                                            # (B, h, w)
-            per_layer.append(scale_cam_image(cam, (width, height))[:, None])    # library: per-layer scaling
-            raws.append(np.stack([cv2.resize(c.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-                                  for c in cam]))
+            cam = np.maximum(cam, 0).astype(np.float32, copy=False)             # (B, h, w)
+            per_layer.append(scale_cam_image(cam, (width, height)))             # library: per-layer scaling
+            raws.append(np.stack([cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR) for c in cam]))
             if first_layer is None:
-                first_layer = cam.astype(np.float32)
-        stacked = np.maximum(np.concatenate(per_layer, axis=1), 0)
-        heat = scale_cam_image(np.mean(stacked, axis=1))
-        raw = np.maximum(np.mean(np.stack(raws), axis=0), 0)
-        out[method] = CamArrays(heat.astype(np.float32), raw.astype(np.float32), first_layer)
+                first_layer = cam
+        if len(per_layer) == 1:  # the library's ReLU and mean over one layer leave a [0, 1] map exactly as it is
+            heat, raw = scale_cam_image(per_layer[0]), np.maximum(raws[0], 0)
+        else:
+            heat = scale_cam_image(np.mean(np.maximum(np.stack(per_layer, axis=1), 0), axis=1))
+            raw = np.maximum(np.mean(np.stack(raws), axis=0), 0)
+        out[method] = CamArrays(heat.astype(np.float32, copy=False), raw.astype(np.float32, copy=False), first_layer)
     return out
 
 
