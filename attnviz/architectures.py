@@ -16,6 +16,7 @@ Every failure is one readable :class:`CheckpointError` line.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import inspect
 import re
@@ -34,6 +35,12 @@ from .errors import CheckpointError
 def _arch_error(message: str) -> CheckpointError:
     """A :class:`CheckpointError` about the architecture name or its builder (field "arch")."""
     return CheckpointError(message, field="arch")
+
+
+def _why(exc: BaseException) -> str:
+    """``Type: first line of the message`` — what went wrong in someone else's code, on one line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 TIMM = "timm:"
@@ -65,12 +72,10 @@ def parse_arch(text: str, *, allow_python: bool = True, search_path: str | Path 
         name = text[len(TIMM):].strip()
         if not _TIMM_NAME.match(name):
             raise _arch_error(f"{text!r} is not a timm model name (letters, digits and _ with an optional "
-                                  ".tag, e.g. timm:resnet18 or timm:vit_small_patch16_224.augreg_in1k).")
+                              ".tag, e.g. timm:resnet18 or timm:vit_small_patch16_224.augreg_in1k).")
         import timm
 
         if not timm.is_model(name):
-            import difflib
-
             close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=3)
             hint = f" Did you mean: {', '.join('timm:' + c for c in close)}?" if close else ""
             raise _arch_error(f"timm has no model {name!r}.{hint}")
@@ -78,19 +83,17 @@ def parse_arch(text: str, *, allow_python: bool = True, search_path: str | Path 
     if text.startswith(PYTHON):
         if not allow_python:
             raise _arch_error("python: architectures run code from the server's Python path, so they are only "
-                                  "accepted from the command line or a models file, not from the page.")
+                              "accepted from the command line or a models file, not from the page.")
         target = text[len(PYTHON):].strip()
         if not _PYTHON_TARGET.match(target):
             raise _arch_error(f"{text!r} must look like python:package.module:function.")
         return ArchRef(text, "python", target, str(search_path) if search_path else "")
     if text in models.available():
         return ArchRef(text, "registry", text)
-    import difflib
-
     close = difflib.get_close_matches(text, models.available(), n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise _arch_error(f"Unknown architecture {text!r}.{hint} Use a registry name "
-                          "(`attnviz models --architectures`), timm:<name> or python:package.module:function.")
+                      "(`attnviz models --architectures`), timm:<name> or python:package.module:function.")
 
 
 def as_ref(arch: str | ArchRef, *, allow_python: bool = True, search_path: str | Path | None = None) -> ArchRef:
@@ -122,8 +125,7 @@ def python_function(ref: ArchRef) -> Callable[..., nn.Module]:
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:  # ImportError, SyntaxError, or whatever the module raises at import
-            raise _arch_error(f"{ref.text}: cannot import {module_name} "
-                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}).") from None
+            raise _arch_error(f"{ref.text}: cannot import {module_name} ({_why(exc)}).") from None
     func = getattr(module, func_name, None)
     if func is None:
         raise _arch_error(f"{ref.text}: module {module_name} has no attribute {func_name!r}.")
@@ -152,19 +154,17 @@ def build(arch: str | ArchRef, num_classes: int | None = None) -> nn.Module:
         try:
             return timm.create_model(ref.name, pretrained=False, **kwargs)
         except Exception as exc:
-            raise _arch_error(f"{ref.text}: timm could not build it ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:200] if str(exc) else ''}).") from None
+            raise _arch_error(f"{ref.text}: timm could not build it ({_why(exc)}).") from None
     func = python_function(ref)
     kwargs = {"num_classes": num_classes} if num_classes is not None and _accepts_num_classes(func) else {}
     try:
         with _on_path(ref.search_path):
             model = func(**kwargs)
     except Exception as exc:
-        raise _arch_error(f"{ref.text}: calling {ref.name.replace(':', '.')}() raised {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+        raise _arch_error(f"{ref.text}: calling {ref.name.replace(':', '.')}() raised {_why(exc)}") from None
     if not isinstance(model, nn.Module):
         raise _arch_error(f"{ref.text}: {ref.name.replace(':', '.')}() returned a {type(model).__name__}, "
-                              "not a torch.nn.Module.")
+                          "not a torch.nn.Module.")
     return model
 
 

@@ -5,6 +5,8 @@ Files are read as data only: ``.safetensors`` with safetensors, ``.pth``/``.pt``
 archives are refused. Released wrappers (``{"state_dict": {"module." + key}}``, ``{"model": ...}``) are
 unwrapped, the class count is read from the classifier weight, and loading is strict; on a mismatch the
 error lists missing / unexpected / mis-shaped keys and names the registry architecture it looks like.
+Architectures are registry names, ``timm:<name>`` or ``python:module:function`` (:mod:`.architectures`);
+the CAM layer comes from :mod:`.layers`.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from torch import nn
 
 import models
 
-from .errors import CheckpointError
+from .errors import CheckpointError, TargetError
 
 MAX_CHECKPOINT_BYTES = 1024 * 1024 * 1024   # 1 GiB
 MAX_TENSOR_ELEMENTS = 500_000_000          # no single weight of a supported network comes near this
@@ -298,7 +300,12 @@ def checkpoint_spec(arch: str, path: str | Path, classes: str | Path | None = No
     if names is None:
         names = imagenet_classes() if n == 1000 else (CLASS_NAMES if n == len(CLASS_NAMES) else
                                                        tuple(f"class_{i}" for i in range(n)))
-    choices = list(cam_layer_choices(model, probe_size=size))
+    try:
+        choices = list(cam_layer_choices(model, probe_size=size))
+    except TargetError as exc:  # no rule and no spatial layer found: the user must name one
+        if layer is None:
+            raise CheckpointError(str(exc), field="layer") from None
+        choices = []
     if layer is not None:
         try:
             model.get_submodule(layer)
@@ -307,6 +314,8 @@ def checkpoint_spec(arch: str, path: str | Path, classes: str | Path | None = No
                                   field="layer") from None
         choices = [c for c in choices if c != layer] + [layer]
     default = choices[-1]
+    if resize_size is None:  # keep the architecture's crop ratio when only the crop side is overridden
+        resize_size = pre.resize_size if input_size is None else round(size * pre.resize_size / pre.input_size)
     digest = sha256_file(path)
     spec = ModelSpec(
         name=name or f"{ref.text}@{path.stem}", display_name=display_name or f"{ref.text} ({path.name})",
@@ -314,7 +323,7 @@ def checkpoint_spec(arch: str, path: str | Path, classes: str | Path | None = No
         builder=lambda: build(ref, built_with),
         weights=WeightsSource(path, digest, "upload"),
         class_names=names, input_size=size,
-        resize_size=int(resize_size or (pre.resize_size if not input_size else round(size * pre.resize_size / pre.input_size))),
+        resize_size=int(resize_size),
         mean=tuple(mean or pre.mean), std=tuple(std or pre.std),
         interpolation=interpolation or pre.interpolation,
         default_layer=default, layers=tuple(dict.fromkeys(choices)),

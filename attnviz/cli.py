@@ -48,7 +48,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from .zoo import all_specs
 
-    _load_models_file(args)
     if args.markdown:
         from .zoo import bundled_table_markdown
 
@@ -61,6 +60,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             arch = models.get(name)
             print(f"{name:<28} attention={arch.attention:<9} {arch.source}")
         return 0
+    _load_models_file(args)
     specs = all_specs()
     if not specs:
         print("No models registered.")
@@ -93,7 +93,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if args.save_safetensors:
             save_safetensors(zoo.load(spec).model, args.save_safetensors)
             print(f"wrote {args.save_safetensors}", file=sys.stderr)
-        chosen = [spec.name] + list(args.models or [])
+        chosen = [spec.name] + list(args.models or from_file)
     return explain_paths(args.images, out_dir=Path(args.out), models=chosen, methods=args.methods,
                          target=args.target, layer=args.layer, progress=not args.quiet, npz=args.npz)
 
@@ -201,7 +201,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _models_file_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-file", default=None, metavar="TOML",
                    help="register your own models from a models.toml ([[model]] tables: name, arch, checkpoint, "
-                        "classes, ...); $ATTNVIZ_MODELS_FILE, when set, is registered too")
+                        "classes, ...); without it, $ATTNVIZ_MODELS_FILE is registered when set")
 
 
 def build_parser() -> argparse.ArgumentParser:

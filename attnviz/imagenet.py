@@ -119,7 +119,8 @@ SOURCES: tuple[ImageNetSource, ...] = (
                    sha256="c20a91d93f4757b0f581519f21ad91a875cf041764873a7a5bccc8e36f360dbf",
                    pin_source="Git LFS object of timm/vit_small_patch16_224.augreg_in1k model.safetensors as pinned by "
                               "a public project's download script; Hugging Face publishes no hash in the file name",
-                   local_name="vit_small_patch16_224.augreg_in1k.safetensors", timm_cfg="vit_small_patch16_224.augreg_in1k"),
+                   local_name="vit_small_patch16_224.augreg_in1k.safetensors",
+                   timm_cfg="vit_small_patch16_224.augreg_in1k"),
     ImageNetSource("timm-deit_small_patch16_224", "DeiT-S (Facebook release, timm layout)", "timm",
                    "deit_small_patch16_224", "https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth",
                    "vit", ("blocks.9.norm1", "blocks.10.norm1", "blocks.11.norm1"),

@@ -160,6 +160,9 @@ MODULE = textwrap.dedent('''
     def broken(num_classes=10):
         raise RuntimeError("the lab's builder failed")
 
+    def pooled(num_classes=3):
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, num_classes))
+
     VALUE = 3
 ''')
 
@@ -208,3 +211,43 @@ def test_python_builder_errors_are_one_line(tmp_path, lab_module, target, messag
         checkpoints.checkpoint_spec(target, path, search_path=lab_module)
     assert message in str(info.value) and "\n" not in str(info.value)
     assert str(info.value).startswith(target) and info.value.field == "arch"
+
+
+def test_a_network_without_a_spatial_layer_needs_a_named_layer(tmp_path, lab_module):
+    from torch import nn
+
+    net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 3))
+    save_file(net.state_dict(), str(tmp_path / "p.safetensors"))
+    with pytest.raises(CheckpointError, match="no layer with a spatial") as info:
+        checkpoints.checkpoint_spec("python:attnviz_test_labnets:pooled", tmp_path / "p.safetensors",
+                                    search_path=lab_module)
+    assert info.value.field == "layer"
+    spec = checkpoints.checkpoint_spec("python:attnviz_test_labnets:pooled", tmp_path / "p.safetensors",
+                                       search_path=lab_module, layer="0")
+    assert spec.default_layer == "0" and spec.num_classes == 3
+
+
+@pytest.mark.xfail(strict=True, reason="(B, N, C) token layers need the engine's token folding (issue 14, part B)")
+def test_explain_a_timm_vit_checkpoint_with_no_layer_and_no_reshape(tmp_path):
+    path, _ = _timm_file(tmp_path, "vit_tiny_patch16_224", 5)
+    spec = checkpoints.checkpoint_spec("timm:vit_tiny_patch16_224", path)
+    e = explain(spec, np.full((240, 300, 3), 120, np.uint8), methods=("gradcam",))
+    assert e.layer == "blocks.11.norm1" and e.cams["gradcam"].heatmap.shape == (224, 224)
+
+
+@pytest.mark.parametrize("tagged", ["deit_small_patch16_224.fb_in1k", "vit_small_patch16_224.augreg_in1k",
+                                    "resnet18.a1_in1k"])
+def test_timm_preprocessing_is_exactly_timms_evaluation_transform(tagged):
+    from PIL import Image
+
+    from attnviz.specs import ModelSpec, WeightsSource
+
+    pre = architectures.timm_preprocessing(tagged)
+    spec = ModelSpec("t", "t", "none", lambda: None, WeightsSource(), ("a",), input_size=pre.input_size,
+                     resize_size=pre.resize_size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
+    cfg = timm.data.resolve_data_config({}, pretrained_cfg=timm.models.get_pretrained_cfg(tagged).to_dict())
+    transform = timm.data.create_transform(**cfg)
+    rng = np.random.default_rng(0)
+    for shape in [(300, 451, 3), (517, 263, 3), (150, 180, 3)]:  # wide, tall, smaller than the resize
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        torch.testing.assert_close(spec.preprocess(image)[0], transform(Image.fromarray(image)), rtol=0, atol=1e-6)

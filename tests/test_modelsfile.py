@@ -82,13 +82,20 @@ def test_acceptance_explain_with_a_models_file(lab, tmp_path):
 
 
 def test_acceptance_the_page_serves_the_models_file_through_app_py_and_the_api(lab, tmp_path):
-    """ATTNVIZ_MODELS_FILE -> `python app.py` -> /compare with models="mine" through gradio_client."""
+    """ATTNVIZ_MODELS_FILE -> `python app.py` -> /compare with models="mine" through gradio_client.
+
+    The app runs behind the test network guard (tests/netguard): building the timm model must not try
+    the network either.
+    """
     from gradio_client import Client, handle_file
 
     folder, model = lab
     port = free_port()
-    env = {**_env(), "ATTNVIZ_MODELS_FILE": str(folder / "models.toml"), "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_SERVER_NAME": "127.0.0.1", "ATTNVIZ_TMP": str(tmp_path)}
+    log = tmp_path / "net.log"
+    env = {k: v for k, v in _env().items() if k != "HF_HUB_OFFLINE"}
+    env.update({"ATTNVIZ_MODELS_FILE": str(folder / "models.toml"), "GRADIO_SERVER_PORT": str(port),
+                "GRADIO_SERVER_NAME": "127.0.0.1", "ATTNVIZ_TMP": str(tmp_path), "ATTNVIZ_NETLOG": str(log),
+                "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "tests" / "netguard"), env["PYTHONPATH"]])})
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -101,6 +108,7 @@ def test_acceptance_the_page_serves_the_models_file_through_app_py_and_the_api(l
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    assert not log.exists() or log.read_text() == "", log.read_text()
     assert Path(grid).is_file() and report["models"][0]["model"] == "mine"
     modelsfile.load_models_file(folder / "models.toml")
     np.testing.assert_allclose(np.asarray(report["models"][0]["logits"], np.float32), _expected_logits(model),
