@@ -1,6 +1,8 @@
 # attnviz web page on CPU-only PyTorch.
 #   docker build -t attnviz .
 #   docker run --rm -p 7860:7860 attnviz
+# Your own models (README "Your own models on the page"): mount a folder with models.toml and the weights,
+#   docker run --rm -p 7860:7860 -v "$PWD/lab:/lab:ro" -e ATTNVIZ_MODELS_FILE=/lab/models.toml attnviz
 # The install step is the README's install command, verbatim; the only difference is the package index:
 # PIP_INDEX_URL points pip at PyTorch's CPU wheels (same pinned versions, no CUDA libraries).
 FROM python:3.11-slim

@@ -5,9 +5,12 @@ Files are read as data only: ``.safetensors`` with safetensors, ``.pth``/``.pt``
 archives are refused. Released wrappers (``{"state_dict": {"module." + key}}``, ``{"model": ...}``) are
 unwrapped, the class count is read from the classifier weight, and loading is strict; on a mismatch the
 error lists missing / unexpected / mis-shaped keys and names the registry architecture it looks like.
+Architectures are registry names, ``timm:<name>`` or ``python:module:function`` (:mod:`.architectures`);
+the CAM layer comes from :mod:`.layers`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import re
@@ -20,7 +23,7 @@ from torch import nn
 
 import models
 
-from .errors import CheckpointError
+from .errors import CheckpointError, TargetError
 
 MAX_CHECKPOINT_BYTES = 1024 * 1024 * 1024   # 1 GiB
 MAX_TENSOR_ELEMENTS = 500_000_000          # no single weight of a supported network comes near this
@@ -131,15 +134,16 @@ def classifier_key(model: nn.Module) -> str | None:
 
 
 def infer_num_classes(arch: str, state: dict[str, torch.Tensor]) -> int | None:
-    probe = models.build(arch, num_classes=7)
-    key = classifier_key(probe)
-    if key and key in state and state[key].dim() == 2:
-        return int(state[key].shape[0])
-    return None
+    """The class count in the checkpoint's classifier weight (any architecture name, see :mod:`.architectures`)."""
+    from .architectures import infer_num_classes as infer
+
+    return infer(arch, state)
 
 
 def _key_signature(arch: str) -> frozenset[str]:
-    model = models.build(arch, num_classes=10)
+    from .architectures import build_shape_only
+
+    model = build_shape_only(arch, 10)  # keys only: the meta device spares allocating ~60 networks
     return frozenset(k for k in model.state_dict() if not k.endswith("num_batches_tracked"))
 
 
@@ -162,22 +166,37 @@ def guess_architecture(state: dict[str, torch.Tensor], candidates: list[str] | N
     return best, best_score
 
 
-def load_into(arch: str, state: dict[str, torch.Tensor], num_classes: int | None = None) -> nn.Module:
-    """Build ``arch`` with the checkpoint's class count and load strictly, or raise a readable diff."""
-    if arch not in models.available():
-        raise CheckpointError(f"Unknown architecture {arch!r}. Choose one of: {', '.join(models.available())}.")
-    n = num_classes or infer_num_classes(arch, state) or 1000
-    model = models.build(arch, num_classes=n)
-    diff = key_diff(model.state_dict(), state)
+def load_into(arch: str, state: dict[str, torch.Tensor], num_classes: int | None = None, *,
+              allow_python: bool = True) -> nn.Module:
+    """Build ``arch`` with the checkpoint's class count and load strictly, or raise a readable diff.
+
+    ``arch`` is a registry name, ``timm:<name>`` or ``python:module:function`` (:mod:`.architectures`).
+    Keys and shapes are compared on a shape-only (meta-device) build first, so a checkpoint that does not
+    fit never makes attnviz allocate the network.
+    """
+    return _fit(arch, state, num_classes, allow_python=allow_python)[0]
+
+
+def _fit(arch, state: dict[str, torch.Tensor], num_classes: int | None = None, *,
+         allow_python: bool = True) -> tuple[nn.Module, int | None]:
+    """:func:`load_into`, also returning the class count the network was built with (None: its own)."""
+    from .architectures import as_ref, build, build_shape_only
+
+    ref = as_ref(arch, allow_python=allow_python)
+    n = num_classes or infer_num_classes(ref, state) or (1000 if ref.kind == "registry" else None)
+    shaped = build_shape_only(ref, n)
+    diff = key_diff(shaped.state_dict(), state)
     if not diff.ok:
         guess, score = guess_architecture(state)
         hint = ""
-        if guess and guess != arch and score > 0.9:
+        if guess and guess != ref.text and score > 0.9:
             hint = f" This looks like a {models.get(guess).attention.upper() if models.get(guess).attention != 'none' else 'plain'} " \
                    f"checkpoint; choose {guess}."
-        raise CheckpointError(f"The checkpoint does not fit {arch}: {diff.describe()}.{hint}")
+        raise CheckpointError(f"The checkpoint does not fit {ref.text}: {diff.describe()}.{hint}")
+    on_meta = any(t.is_meta for t in shaped.state_dict().values())
+    model = build(ref, n) if on_meta else shaped
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    return model.eval(), n
 
 
 def read_class_names(path: str | Path | None, num_classes: int) -> tuple[str, ...] | None:
@@ -221,44 +240,92 @@ def save_safetensors(model_or_state: nn.Module | dict[str, torch.Tensor], path: 
 
 
 def default_cam_layer(arch: str, model: nn.Module) -> str:
-    """The deepest convolutional stage of a registry architecture (or the head after it)."""
-    from models.resnet import last_stage_attention_name
+    """The CAM layer for a loaded checkpoint: :func:`attnviz.layers.default_cam_layer` (the deepest stage)."""
+    from .layers import default_cam_layer as default_layer
 
-    family = models.get(arch).family
-    if family == "mobilenet_v2":
-        return "conv" if hasattr(model, "conv") and isinstance(model.conv, nn.Sequential) else "features.18"
-    head = last_stage_attention_name(model)
-    if head:
-        return head
-    return "layer3" if family == "small_resnet" else "layer4"
+    return default_layer(model)
 
 
-def checkpoint_spec(arch: str, path: str | Path, classes: str | Path | None = None, name: str | None = None):
+@contextlib.contextmanager
+def _field(name: str):
+    """Tag a CheckpointError raised inside with the models-file field it concerns (unless already tagged)."""
+    try:
+        yield
+    except CheckpointError as exc:
+        if getattr(exc, "field", None) is None:
+            exc.field = name
+        raise
+
+
+def checkpoint_spec(arch: str, path: str | Path, classes: str | Path | None = None, name: str | None = None, *,
+                    layer: str | None = None, input_size: int | None = None, resize_size: int | None = None,
+                    mean: tuple[float, float, float] | None = None, std: tuple[float, float, float] | None = None,
+                    interpolation: str | None = None, display_name: str | None = None,
+                    allow_python: bool = True, class_names: tuple[str, ...] | None = None,
+                    source: str = "checkpoint", search_path: str | Path | None = None):
     """Validate a user checkpoint against ``arch`` now (strict, readable errors) and return its ModelSpec.
 
-    The returned spec loads the same file through the zoo (cached, with its own lock) like any model.
+    ``arch``: a registry name, ``timm:<name>`` or ``python:module:function``. Preprocessing defaults to the
+    architecture's own (timm: its pretrained config; the compact zoo family: 128 px; else 224/256 with
+    ImageNet statistics); the keyword arguments override it. ``layer`` must exist in the network; by
+    default it is :func:`attnviz.layers.default_cam_layer`. The returned spec loads the same file through
+    the zoo (cached, with its own lock) like any model. ``search_path``: the folder python: modules are
+    imported from (a models file's folder).
     """
+    from .architectures import as_ref, attention_of, build, default_preprocessing
     from .imagenet import imagenet_classes
+    from .layers import cam_layer_choices
     from .specs import ModelSpec, WeightsSource
     from .synth import CLASS_NAMES
     from .zoo import sha256_file
 
+    with _field("arch"):
+        ref = as_ref(arch, allow_python=allow_python, search_path=search_path)
     path = Path(path)
-    state = read_checkpoint(path)
-    model = load_into(arch, state)
-    n = model.state_dict()[classifier_key(model)].shape[0] if classifier_key(model) else 1000
-    names = read_class_names(classes, n)
+    with _field("checkpoint"):
+        state = read_checkpoint(path)
+        model, built_with = _fit(ref, state)
+    pre = default_preprocessing(ref, model)
+    size = int(input_size or pre.input_size)
+    key = classifier_key(model)
+    if key and model.state_dict()[key].dim() == 2:
+        n = int(model.state_dict()[key].shape[0])
+    else:  # no Linear classifier (a conv head, a wrapper): count the outputs once
+        with torch.no_grad():
+            n = int(model(torch.zeros(1, 3, size, size)).shape[-1])
+    with _field("classes"):
+        names = tuple(class_names) if class_names else read_class_names(classes, n)
+        if names is not None and len(names) != n:
+            raise CheckpointError(f"{len(names)} class names given but the checkpoint has {n} classes.")
     if names is None:
         names = imagenet_classes() if n == 1000 else (CLASS_NAMES if n == len(CLASS_NAMES) else
                                                        tuple(f"class_{i}" for i in range(n)))
-    compact = models.get(arch).family == "small_resnet"
-    layer = default_cam_layer(arch, model)
-    layers = ("layer1", "layer2", "layer3", layer) if compact else (
-        ("layer2", "layer3", "layer4", layer) if models.get(arch).family == "resnet" else (layer,))
+    try:
+        choices = list(cam_layer_choices(model, probe_size=size))
+    except TargetError as exc:  # no rule and no spatial layer found: the user must name one
+        if layer is None:
+            raise CheckpointError(str(exc), field="layer") from None
+        choices = []
+    if layer is not None:
+        try:
+            model.get_submodule(layer)
+        except AttributeError:
+            raise CheckpointError(f"Layer {layer!r} is not in {ref.text}; for example: {', '.join(choices)}.",
+                                  field="layer") from None
+        choices = [c for c in choices if c != layer] + [layer]
+    default = choices[-1]
+    if resize_size is None:  # keep the architecture's crop ratio when only the crop side is overridden
+        resize_size = pre.resize_size if input_size is None else round(size * pre.resize_size / pre.input_size)
     digest = sha256_file(path)
     spec = ModelSpec(
-        name=name or f"{arch}@{path.stem}", display_name=f"{arch} ({path.name})", attention=models.get(arch).attention,
-        builder=lambda: models.build(arch, num_classes=n), weights=WeightsSource(path, digest, "upload"),
-        class_names=names, input_size=128 if compact else 224, resize_size=128 if compact else 256,
-        default_layer=layer, layers=tuple(dict.fromkeys(layers)), source="checkpoint")
+        name=name or f"{ref.text}@{path.stem}", display_name=display_name or f"{ref.text} ({path.name})",
+        attention=attention_of(ref, model),
+        builder=lambda: build(ref, built_with),
+        weights=WeightsSource(path, digest, "upload"),
+        class_names=names, input_size=size,
+        resize_size=int(resize_size),
+        mean=tuple(mean or pre.mean), std=tuple(std or pre.std),
+        interpolation=interpolation or pre.interpolation,
+        default_layer=default, layers=tuple(dict.fromkeys(choices)),
+        source=source)
     return spec

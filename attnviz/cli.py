@@ -22,9 +22,26 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _load_models_file(args: argparse.Namespace) -> list[str]:
+    """Register the models of ``--models-file`` (else ``$ATTNVIZ_MODELS_FILE``), validated completely first.
+
+    Returns their names, in file order, when the file was given with ``--models-file`` (explain and eval
+    then use them as the default selection); a file named only by the environment variable makes its
+    models available without changing any default.
+    """
+    from .modelsfile import ENV_VAR, load_models_file
+
+    path = getattr(args, "models_file", None) or os.environ.get(ENV_VAR, "").strip()
+    if not path:
+        return []
+    names = [spec.name for spec in load_models_file(path)]
+    return names if getattr(args, "models_file", None) else []
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .ui import launch
 
+    _load_models_file(args)  # before launching: a bad entry stops here, the server never starts half-configured
     launch(host=args.host, port=args.port, models=args.models, share=False)
     return 0
 
@@ -44,6 +61,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             arch = models.get(name)
             print(f"{name:<28} attention={arch.attention:<9} {arch.source}")
         return 0
+    _load_models_file(args)
     specs = all_specs()
     if not specs:
         print("No models registered.")
@@ -63,18 +81,20 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from .batch import explain_paths
 
-    chosen = args.models
+    from_file = _load_models_file(args)  # registered even when --models picks among them
+    chosen = args.models or from_file or None
     if args.checkpoint or args.arch:
         if not (args.checkpoint and args.arch):
             raise AttnvizError("--checkpoint and --arch go together: which architecture is the checkpoint for?")
         from . import zoo
         from .checkpoints import checkpoint_spec, save_safetensors
 
-        spec = zoo.register(checkpoint_spec(args.arch, args.checkpoint, args.classes), replace=True)
+        spec = zoo.register(checkpoint_spec(args.arch, args.checkpoint, args.classes, search_path=Path.cwd()),
+                            replace=True)
         if args.save_safetensors:
             save_safetensors(zoo.load(spec).model, args.save_safetensors)
             print(f"wrote {args.save_safetensors}", file=sys.stderr)
-        chosen = [spec.name] + list(args.models or [])
+        chosen = [spec.name] + list(args.models or from_file)
     return explain_paths(args.images, out_dir=Path(args.out), models=chosen, methods=args.methods,
                          target=args.target, layer=args.layer, progress=not args.quiet, npz=args.npz)
 
@@ -86,7 +106,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
         print(f"cache: {weights_dir()}")
         for src in SOURCES:
             state = "downloaded" if src.path.is_file() else "not downloaded"
-            print(f"{src.name:<24} {src.library:<12} {state:<15} {src.url}")
+            print(f"{src.name:<34} {src.library:<12} {state:<15} {src.url}")
+            print(f"{'':<34} verified by: {src.verification}")
         return 0
     for src in resolve_names(args.names, args.set or []):
         path = download(src, progress=not args.quiet)
@@ -95,20 +116,22 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from .architectures import parse_arch
     from .checkpoints import guess_architecture, load_into, read_checkpoint, save_safetensors
 
+    arch = parse_arch(args.arch, search_path=Path.cwd()) if args.arch else None  # python: modules from here too
     state = read_checkpoint(args.file)
     if args.action == "inspect":
         guess, score = guess_architecture(state)
         print(f"{len(state)} tensors, {sum(t.numel() for t in state.values()):,} values")
         print(f"closest architecture: {guess} (key overlap {score:.0%})")
-        if args.arch:
-            load_into(args.arch, state)
+        if arch:
+            load_into(arch, state)
             print(f"loads strictly into {args.arch}")
         return 0
-    if not args.arch or not args.out:
+    if not arch or not args.out:
         raise AttnvizError("convert needs --arch (checked by a strict load) and --out FILE.safetensors")
-    save_safetensors(load_into(args.arch, state), args.out)
+    save_safetensors(load_into(arch, state), args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
@@ -140,10 +163,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import run_eval
 
+    from_file = _load_models_file(args)
+    chosen = args.models or from_file or None
+    if chosen:
+        check_benchmark_models(chosen)
     # run_eval owns the defaults: pass on only what was given
     given = {key: value for key, value in (("n", args.n), ("methods", args.methods), ("road_scenes", args.road))
              if value is not None}
-    run_eval(models=args.models, seed=args.seed, out=Path(args.out), progress=not args.quiet, update=args.update,
+    run_eval(models=chosen, seed=args.seed, out=Path(args.out), progress=not args.quiet, update=args.update,
              **given)
     return 0
 
@@ -170,6 +197,19 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_benchmark_models(names: Sequence[str]) -> None:
+    """`attnviz eval` scores models on the shape benchmark: refuse a model with another label set."""
+    from .synth import CLASS_NAMES
+    from .zoo import get_spec
+
+    for name in names:
+        spec = get_spec(name)
+        if tuple(spec.class_names) != tuple(CLASS_NAMES):
+            raise AttnvizError(f"{name} predicts {spec.num_classes} classes, not the benchmark's {len(CLASS_NAMES)} "
+                               f"shapes ({', '.join(CLASS_NAMES)}, in that order); attnviz eval can only score "
+                               "models trained on the benchmark.")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import runpy
 
@@ -181,6 +221,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_file_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-file", default=None, metavar="TOML",
+                   help="register your own models from a models.toml ([[model]] tables: name, arch, checkpoint, "
+                        "classes, ...); without it, $ATTNVIZ_MODELS_FILE is registered when set")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnviz", description="See what attention modules change in a CNN.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--models", type=_csv, default=None, help="comma-separated default selection")
+    _models_file_option(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("explain", help="grids + predictions for images or folders",
@@ -197,12 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "is a bundled benchmark scene). Unreadable files are reported and skipped; the "
                                    "exit status is then 1.")
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--models", type=_csv, default=None, help="comma-separated (default: the bundled zoo)")
+    p.add_argument("--models", type=_csv, default=None,
+                   help="comma-separated (default: the --models-file models, else the bundled zoo)")
+    _models_file_option(p)
     p.add_argument("--methods", type=_csv, default=["gradcam", "gradcam++"])
     p.add_argument("--target", default=None, help="class name or index (default: each model's top-1)")
     p.add_argument("--layer", default=None, help="CAM layer, e.g. layer2 (default: each model's own)")
     p.add_argument("--out", default="attnviz-out", help="output folder")
-    p.add_argument("--arch", default=None, help="architecture of --checkpoint (see `attnviz models --architectures`)")
+    p.add_argument("--arch", default=None,
+                   help="architecture of --checkpoint: a registry name (`attnviz models --architectures`), "
+                        "timm:<name> or python:package.module:function")
     p.add_argument("--checkpoint", default=None, help=".safetensors, or .pth/.pt read with weights_only=True")
     p.add_argument("--classes", default=None, help="class names for --checkpoint: .txt (one per line) or .json")
     p.add_argument("--save-safetensors", default=None, help="also write the loaded checkpoint as .safetensors")
@@ -227,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the registry and what is available offline")
     p.add_argument("--architectures", action="store_true", help="list buildable architectures (for --arch)")
     p.add_argument("--markdown", action="store_true", help="the bundled zoo as a markdown table (README)")
+    _models_file_option(p)
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train bundled-zoo variants with the shared recipe")
@@ -244,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="localisation and faithfulness metrics on held-out scenes")
-    p.add_argument("--models", type=_csv, default=None)
+    p.add_argument("--models", type=_csv, default=None,
+                   help="comma-separated (default: the --models-file models, else the bundled zoo)")
+    _models_file_option(p)
     p.add_argument("--methods", type=_csv, default=None, help="CAM methods (default: the five one-pass methods)")
     p.add_argument("--n", type=int, default=None, help="benchmark scenes per model (default 200; about 1 s each)")
     p.add_argument("--road", type=int, default=None, help="scenes that also get ROAD (default 30; about 1.3 s more each)")

@@ -23,7 +23,19 @@ class WeightsUnavailableError(AttnvizError):
 
 
 class CheckpointError(AttnvizError):
-    """A checkpoint file was refused or does not fit the chosen architecture."""
+    """A checkpoint file was refused or does not fit the chosen architecture.
+
+    ``field`` names what was wrong ("arch", "checkpoint", "classes", "layer") so a models file can point
+    at the offending line; it is None when the caller has no such notion.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ModelsFileError(AttnvizError):
+    """A models file (models.toml) entry is invalid; the message names the entry and the field."""
 
 
 class TargetError(AttnvizError):

@@ -1,10 +1,13 @@
 """ImageNet-trained models from torchvision and timm — available only once their weights are on disk.
 
 Nothing here downloads at run time. ``attnviz weights download`` fetches the files into
-:func:`weights_dir` (``ATTNVIZ_WEIGHTS_DIR``, default ``~/.cache/attnviz/weights``) and checks each against
-the SHA-256 prefix its publisher put in the file name; until then the registry lists the model as
-"not downloaded" and loading it raises a message with the command to run. Class names come from
-torchvision's bundled weight metadata (no download).
+:func:`weights_dir` (``ATTNVIZ_WEIGHTS_DIR``, default ``~/.cache/attnviz/weights``) and verifies each one
+before it is kept: against the SHA-256 prefix its publisher put in the file name, or — for files whose
+name carries no hash (Hugging Face ``model.safetensors``) — against a full SHA-256 pinned here together
+with where that value came from (:attr:`ImageNetSource.pin_source`). A source with neither is refused,
+never downloaded unverified. Until then the registry lists the model as "not downloaded" and loading it
+raises a message with the command to run. Class names come from torchvision's bundled weight metadata
+(no download); preprocessing of the timm transformers comes from timm's pretrained config (offline).
 """
 from __future__ import annotations
 
@@ -48,15 +51,28 @@ class ImageNetSource:
     layers: tuple[str, ...]  # selectable CAM layers, deepest (default) last
     resize: int = 256
     crop: int = 224
+    sha256: str = ""     # full pin, for files whose published name carries no hash
+    pin_source: str = ""  # where that pin comes from (shown by `attnviz weights list`)
+    local_name: str = ""  # file name in the cache when the URL's ("model.safetensors") is not unique
+    timm_cfg: str = ""   # timm "model.tag" whose pretrained config gives the preprocessing (mean/std, crop_pct, ...)
 
     @property
     def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
+        return self.local_name or self.url.rsplit("/", 1)[-1]
 
     @property
     def sha256_prefix(self) -> str:
-        match = re.search(r"-([0-9a-f]{8,64})\.pth$", self.filename)
+        match = re.search(r"-([0-9a-f]{8,64})\.pth$", self.url.rsplit("/", 1)[-1])
         return match.group(1) if match else ""
+
+    @property
+    def verification(self) -> str:
+        """How a download of this source is checked, in words (never claims more than is done)."""
+        if self.sha256:
+            return f"full SHA-256 pinned in attnviz ({self.pin_source})"
+        if self.sha256_prefix:
+            return f"SHA-256 prefix {self.sha256_prefix} from the publisher's file name"
+        return "none known: download refused"
 
     @property
     def path(self) -> Path:
@@ -94,6 +110,31 @@ SOURCES: tuple[ImageNetSource, ...] = (
     ImageNetSource("timm-gcresnet50t", "GC-ResNet-50-T (timm)", "timm", "gcresnet50t",
                    "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-attn-weights/"
                    "gcresnet50t_256-96374d1c.pth", "gc", ("stages.1", "stages.2", "stages.3"), 284, 256),
+    # Vision transformers. CAM layers: a ViT's last block norm1, a Swin's last stage's last block norm1
+    # (pytorch-grad-cam's documented choices); preprocessing from timm's pretrained config (timm_cfg).
+    ImageNetSource("timm-vit_small_patch16_224", "ViT-S/16 AugReg, ImageNet-1k (timm)", "timm",
+                   "vit_small_patch16_224", "https://huggingface.co/timm/vit_small_patch16_224.augreg_in1k/resolve/"
+                   "9f817e4a98515abc212f00cd836b960c556029d8/model.safetensors", "vit",
+                   ("blocks.9.norm1", "blocks.10.norm1", "blocks.11.norm1"),
+                   sha256="c20a91d93f4757b0f581519f21ad91a875cf041764873a7a5bccc8e36f360dbf",
+                   pin_source="Git LFS object of timm/vit_small_patch16_224.augreg_in1k model.safetensors as pinned by "
+                              "a public project's download script; Hugging Face publishes no hash in the file name",
+                   local_name="vit_small_patch16_224.augreg_in1k.safetensors",
+                   timm_cfg="vit_small_patch16_224.augreg_in1k"),
+    ImageNetSource("timm-deit_small_patch16_224", "DeiT-S (Facebook release, timm layout)", "timm",
+                   "deit_small_patch16_224", "https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth",
+                   "vit", ("blocks.9.norm1", "blocks.10.norm1", "blocks.11.norm1"),
+                   timm_cfg="deit_small_patch16_224.fb_in1k"),
+    ImageNetSource("timm-swin_tiny_patch4_window7_224", "Swin-T (timm)", "timm", "swin_tiny_patch4_window7_224",
+                   "https://huggingface.co/timm/swin_tiny_patch4_window7_224.ms_in1k/resolve/"
+                   "4cc3a7275b50b53a7bec45f32c236ebe64227cff/model.safetensors", "swin",
+                   ("layers.1.blocks.1.norm1", "layers.2.blocks.5.norm1", "layers.3.blocks.1.norm1"),
+                   sha256="fb01861f793143135fa0d6cd97b1631e4b33eaa3ee162bbea9e62de1c76ebac1",
+                   pin_source="Git LFS object of timm/swin_tiny_patch4_window7_224.ms_in1k model.safetensors at this "
+                              "revision (114,286,722 bytes), the same value in several independent public projects; "
+                              "Hugging Face publishes no hash in the file name",
+                   local_name="swin_tiny_patch4_window7_224.ms_in1k.safetensors",
+                   timm_cfg="swin_tiny_patch4_window7_224.ms_in1k"),
 )
 SOURCES_BY_NAME = {s.name: s for s in SOURCES}
 
@@ -118,12 +159,20 @@ def build_network(src: ImageNetSource) -> nn.Module:
 
 
 def spec_for(src: ImageNetSource) -> ModelSpec:
+    extra = {}
+    size, resize = src.crop, src.resize
+    if src.timm_cfg:
+        from .architectures import timm_preprocessing
+
+        pre = timm_preprocessing(src.timm_cfg)
+        size, resize = pre.input_size, pre.resize_size
+        extra = {"mean": pre.mean, "std": pre.std, "interpolation": pre.interpolation}
     return ModelSpec(
         name=src.name, display_name=src.display, attention=src.attention,
         builder=lambda: build_network(src),
-        weights=WeightsSource(src.path, "", "cache", f"run `attnviz weights download {src.name}`"),
-        class_names=imagenet_classes(), input_size=src.crop, resize_size=src.resize,
-        default_layer=src.layers[-1], layers=src.layers, source=src.library)
+        weights=WeightsSource(src.path, src.sha256, "cache", f"run `attnviz weights download {src.name}`"),
+        class_names=imagenet_classes(), input_size=size, resize_size=resize,
+        default_layer=src.layers[-1], layers=src.layers, source=src.library, **extra)
 
 
 def provider() -> list[ModelSpec]:
@@ -133,23 +182,34 @@ def provider() -> list[ModelSpec]:
 
 # ---- download (an explicit step, never during a request) -------------------------------------------
 
-def verify(path: Path, prefix: str) -> str:
+def verify(path: Path, prefix: str = "", sha256: str = "") -> str:
+    """The file's SHA-256, checked against a full pin (``sha256``) or the publisher's ``prefix``."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     digest = h.hexdigest()
+    if sha256 and digest != sha256:
+        raise AttnvizError(f"{path.name}: SHA-256 {digest[:16]}… does not match the pinned {sha256[:16]}…; "
+                           "the file was not kept.")
     if prefix and not digest.startswith(prefix):
         raise AttnvizError(f"{path.name}: SHA-256 {digest[:16]}… does not start with the published {prefix}.")
     return digest
 
 
+def _check_verifiable(src: ImageNetSource) -> None:
+    if not (src.sha256 or src.sha256_prefix):
+        raise AttnvizError(f"{src.name}: no SHA-256 is known for {src.url}, so attnviz will not download it "
+                           "unverified. Fetch it yourself and load it as a checkpoint (--arch, --checkpoint).")
+
+
 def download(src: ImageNetSource, progress: bool = True, opener: Callable = urllib.request.urlopen,
              url: str | None = None) -> Path:
     """Fetch ``src``'s weights into the cache and verify them; a file already there is only verified."""
+    _check_verifiable(src)
     target = src.path
     if target.is_file():
-        verify(target, src.sha256_prefix)
+        verify(target, src.sha256_prefix, src.sha256)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
@@ -171,7 +231,7 @@ def download(src: ImageNetSource, progress: bool = True, opener: Callable = urll
                     while chunk := response.read(1 << 20):
                         out.write(chunk)
                         bar.update(len(chunk))
-        verify(tmp, src.sha256_prefix)
+        verify(tmp, src.sha256_prefix, src.sha256)
         shutil.move(str(tmp), target)
         return target
     finally:

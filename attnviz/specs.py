@@ -46,6 +46,7 @@ class ModelSpec:
     resize_size: int = 256                          # shorter side before the centre crop
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"                 # resampling to resize_size: "bilinear" or "bicubic" (timm)
     default_layer: str = "layer4"
     layers: tuple[str, ...] = ("layer4",)           # selectable CAM layers, deepest last
     source: str = ""                                 # "bundled zoo", "torchvision", "timm", "checkpoint"
@@ -56,10 +57,16 @@ class ModelSpec:
         return len(self.class_names)
 
     def model_view(self, image: np.ndarray) -> np.ndarray:
-        """The uint8 (h, w, 3) crop the model actually sees: shorter side to ``resize_size``, centre crop."""
+        """The uint8 (h, w, 3) crop the model actually sees: shorter side to ``resize_size``, centre crop.
+
+        ``interpolation="bicubic"`` resizes as timm's evaluation transform does (PIL bicubic, which
+        antialiases when shrinking); the default is OpenCV's area / bilinear resampling.
+        """
         h, w = image.shape[:2]
         scale = self.resize_size / min(h, w)
-        if scale != 1.0:
+        if scale != 1.0 and self.interpolation == "bicubic":
+            image = _pil_bicubic(image, self.resize_size)
+        elif scale != 1.0:
             new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             image = cv2.resize(image, (new_w, new_h), interpolation=interp)
@@ -68,7 +75,10 @@ class ModelSpec:
         if h < side or w < side:  # only when resize_size < input_size; pad by edge replication
             image = cv2.copyMakeBorder(image, 0, max(0, side - h), 0, max(0, side - w), cv2.BORDER_REPLICATE)
             h, w = image.shape[:2]
-        top, left = (h - side) // 2, (w - side) // 2
+        if self.interpolation == "bicubic":  # torchvision's CenterCrop rounds the offset
+            top, left = int(round((h - side) / 2.0)), int(round((w - side) / 2.0))
+        else:
+            top, left = (h - side) // 2, (w - side) // 2
         return np.ascontiguousarray(image[top:top + side, left:left + side])
 
     def preprocess(self, images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
@@ -84,3 +94,15 @@ class ModelSpec:
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return (x - mean) / std
+
+
+def _pil_bicubic(image: np.ndarray, short_side: int) -> np.ndarray:
+    """Shorter side to ``short_side`` like torchvision's ``Resize(int)`` on a PIL image (long side truncated)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    if h <= w:
+        size = (int(short_side * w / h), short_side)
+    else:
+        size = (short_side, int(short_side * h / w))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))

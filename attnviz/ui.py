@@ -309,7 +309,7 @@ def on_load_checkpoint(file_path, arch, classes_path, selected):
     if not kept.exists():
         shutil.copyfile(source, kept)
     try:
-        spec = checkpoint_spec(arch, kept, classes_path, name=f"{arch}@{source.stem}"[:80])
+        spec = checkpoint_spec(arch, kept, classes_path, name=f"{arch}@{source.stem}"[:80], allow_python=False)
     except AttnvizError as exc:
         raise gr.Error(str(exc)) from None
     zoo.register(spec, replace=True)
@@ -327,7 +327,7 @@ def on_convert_checkpoint(file_path, arch):
     if not file_path or not arch:
         raise gr.Error("Choose a checkpoint file and its architecture first.")
     try:
-        model = load_into(arch, read_checkpoint(file_path))
+        model = load_into(arch, read_checkpoint(file_path), allow_python=False)
     except AttnvizError as exc:
         raise gr.Error(str(exc)) from None
     DOWNLOAD_ROOT.mkdir(parents=True, exist_ok=True)
@@ -386,8 +386,9 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
                                         elem_id="checkpoint-file")
                     ckpt_arch = gr.Dropdown(_architectures(), value="resnet50", label="Architecture",
                                             info="Official layouts: triplet_resnet50, cbam_resnet50, se_resnet50, "
-                                                 "eca_resnet50, ca_mobilenet_v2, triplet_mobilenet_v2, ...",
-                                            elem_id="checkpoint-arch")
+                                                 "eca_resnet50, ca_mobilenet_v2, triplet_mobilenet_v2, ...; or type "
+                                                 "any timm model as timm:<name>, e.g. timm:vit_small_patch16_224",
+                                            allow_custom_value=True, elem_id="checkpoint-arch")
                     ckpt_classes = gr.File(label="Class names (optional: .txt one per line, or .json)",
                                            file_types=[".txt", ".json"], type="filepath")
                     with gr.Row():

@@ -120,7 +120,7 @@ def test_imagenet_models_are_listed_but_not_loadable_until_downloaded(tmp_path, 
         zoo.load(spec)
 
 
-@pytest.mark.parametrize("name", [s.name for s in imagenet.SOURCES])
+@pytest.mark.parametrize("name", [s.name for s in imagenet.SOURCES if s.attention not in ("vit", "swin")])
 def test_imagenet_architectures_with_random_weights_load_from_the_cache_and_record_their_gates(
         tmp_path, monkeypatch, name):
     """A file placed where the downloader puts it (here: random weights) makes the model available."""
