@@ -150,28 +150,26 @@ def forward_with_taps(model: nn.Module, x: torch.Tensor, modules: Sequence[nn.Mo
 # ---- token and channels-last layouts -> (B, C, h, w) ----------------------------------------------------
 
 def _is_channels_last(module: nn.Module, model: nn.Module, t: torch.Tensor) -> bool:
-    """A 4-D output is NHWC when a plain LayerNorm over its last axis made it (timm Swin, ConvNeXt blocks) or
-    the model declares NHWC features (timm's ``output_fmt``)."""
-    plain_layernorm = isinstance(module, nn.LayerNorm) and type(module).forward is nn.LayerNorm.forward
-    if plain_layernorm and tuple(module.normalized_shape) == (t.shape[-1],):
+    """A 4-D output is NHWC when the model carries NHWC stages (timm's and torchvision's Swin: see
+    :mod:`attnviz.layers`) and the tapped module is not a convolution, or when a plain LayerNorm over its last
+    axis made it (ConvNeXt-style blocks in any model)."""
+    from .layers import _nhwc_model
+
+    if _nhwc_model(model) and not isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
         return True
-    return str(getattr(model, "output_fmt", "")).upper() == "NHWC"
+    plain_layernorm = isinstance(module, nn.LayerNorm) and type(module).forward is nn.LayerNorm.forward
+    return plain_layernorm and tuple(module.normalized_shape) == (t.shape[-1],)
 
 
 def token_grid(model: nn.Module, tokens: int, input_hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
-    """(prefix tokens, (h, w)) for ``tokens`` transformer tokens: from timm's patch embedding and
-    ``num_prefix_tokens`` where the model has them, else the smallest prefix whose remainder tiles the input."""
-    prefix = getattr(model, "num_prefix_tokens", None)
-    patch_embed = getattr(model, "patch_embed", None)
-    patch = getattr(patch_embed, "patch_size", None)
-    if isinstance(prefix, int) and patch is not None:
-        ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)[:2]
-        h, w = input_hw[0] // ph, input_hw[1] // pw
-        if prefix + h * w == tokens:
-            return prefix, (h, w)
-    grid = getattr(patch_embed, "grid_size", None)
-    if isinstance(prefix, int) and grid is not None and prefix + grid[0] * grid[1] == tokens:
-        return prefix, (int(grid[0]), int(grid[1]))
+    """(prefix tokens, (h, w)) for ``tokens`` transformer tokens: the model's patch embedding and prefix count
+    where it has them (:func:`attnviz.layers.token_layout`), else the smallest prefix whose remainder tiles the
+    input's aspect ratio."""
+    from .layers import token_layout
+
+    layout = token_layout(model, tokens, input_hw)
+    if layout is not None:
+        return layout
     aspect = input_hw[0] / input_hw[1]
     for p in range(0, min(tokens, 17)):
         rest = tokens - p

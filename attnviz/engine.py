@@ -27,6 +27,7 @@ from .agreement import comparison_agreement
 from .devices import autocast, resolve_device
 from .errors import AttnvizError, LimitExceededError, TargetError
 from .images import decode_image
+from .layers import default_cam_layer
 from .recorder import record_attention, stage_summaries
 from .results import AttentionMap, CamMap, Comparison, Explanation, Prediction
 from .specs import ModelSpec
@@ -172,22 +173,9 @@ def _per_image(value, n: int, what: str) -> list:
     return values
 
 
-def _default_layer(net: nn.Module) -> str | None:
-    """A plain module's CAM layer when none is named: a ResNet's last stage, a ViT's last block's ``norm1``."""
-    if hasattr(net, "layer4"):
-        return "layer4"
-    blocks = getattr(net, "blocks", None)
-    if isinstance(blocks, nn.Sequential) and len(blocks) and hasattr(blocks[-1], "norm1"):
-        return f"blocks.{len(blocks) - 1}.norm1"
-    stages = getattr(net, "layers", None)  # timm Swin: the last stage's last block
-    if isinstance(stages, nn.Sequential) and len(stages) and hasattr(stages[-1], "blocks"):
-        return f"layers.{len(stages) - 1}.blocks.{len(stages[-1].blocks) - 1}.norm1"
-    return None
-
-
 def _layer_names(layer: str | Sequence[str] | None, spec: ModelSpec | None, net: nn.Module) -> list[str]:
     if layer is None or (isinstance(layer, (list, tuple)) and not layer):
-        name = spec.default_layer if spec else _default_layer(net)
+        name = spec.default_layer if spec else default_cam_layer(net)
         if name is None:
             raise TargetError("Pass layer='<dotted module name>' for this model (e.g. 'layer4' or 'features.18').")
         return [name]

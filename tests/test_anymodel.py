@@ -227,7 +227,6 @@ def test_a_network_without_a_spatial_layer_needs_a_named_layer(tmp_path, lab_mod
     assert spec.default_layer == "0" and spec.num_classes == 3
 
 
-@pytest.mark.xfail(strict=True, reason="(B, N, C) token layers need the engine's token folding (issue 14, part B)")
 def test_explain_a_timm_vit_checkpoint_with_no_layer_and_no_reshape(tmp_path):
     path, _ = _timm_file(tmp_path, "vit_tiny_patch16_224", 5)
     spec = checkpoints.checkpoint_spec("timm:vit_tiny_patch16_224", path)

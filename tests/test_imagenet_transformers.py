@@ -128,7 +128,6 @@ def test_weights_list_says_how_each_file_is_verified(capsys, tmp_path, monkeypat
     assert "SHA-256 prefix cd65a155 from the publisher's file name" in out  # DeiT-S, Facebook's release
 
 
-@pytest.mark.xfail(strict=True, reason="(B, N, C) token layers need the engine's token folding (issue 14, part B)")
 def test_explain_a_vit_source_with_its_default_layer(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNVIZ_WEIGHTS_DIR", str(tmp_path))
     src = dataclasses.replace(imagenet.SOURCES_BY_NAME["timm-deit_small_patch16_224"])
