@@ -1,9 +1,13 @@
-"""Start the attnviz web page: ``python app.py`` (honours GRADIO_SERVER_NAME and GRADIO_SERVER_PORT)."""
+"""Start the attnviz web page: ``python app.py`` (honours GRADIO_SERVER_NAME, GRADIO_SERVER_PORT and ATTNVIZ_DEVICE).
+
+It is ``attnviz serve``: an absent ATTNVIZ_DEVICE is one line and exit status 2, before the port is bound.
+"""
 import os
+import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from attnviz.ui import launch  # noqa: E402
+from attnviz.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    launch()
+    sys.exit(main(["serve"]))
