@@ -21,6 +21,8 @@ import json
 import math
 import os
 import sys
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -244,27 +246,9 @@ def _from_main(value, world: distributed.World):
     return box[0]
 
 
-def explain_paths(images: Sequence[str], out_dir: Path, models: Sequence[str] | None = None,
-                  methods: Sequence[str] = DEFAULT_METHODS, target: str | int | None = None,
-                  layer: str | Sequence[str] | None = None, progress: bool = True, npz: bool = False, *,
-                  contrast: str | int | None = None, eigen_smooth: bool = False, aug_smooth: bool = False,
-                  device: str | None = None, amp: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
-                  workers: int | None = None) -> int:
-    """Write ``<stem>_grid.png`` and ``<stem>.json`` per image plus ``predictions.csv`` / ``scores.csv`` (and
-    ``<stem>_maps.npz`` with every raw map, the logits and the agreement numbers when ``npz``).
-
-    Returns 0 when every file was processed, 1 when some were skipped (each reported on stderr with the reason).
-    Under torchrun every rank calls this; rank 0 writes the files.
-    """
-    from tqdm import tqdm
-
-    if batch_size < 1:
-        raise AttnvizError("--batch-size must be at least 1.")
-    workers = default_workers() if workers is None else workers
-    if workers < 0:
-        raise AttnvizError("--workers must be 0 (decode in this process) or more.")
-    world = distributed.current()
-    inputs, unsupported = collect_inputs(images)
+def _settings(models: Sequence[str] | None, methods: Sequence[str], target, layer, contrast, eigen_smooth: bool,
+              aug_smooth: bool, device: str | None, amp: bool, npz: bool, world: distributed.World) -> Options:
+    """The command's flags checked (models, methods, limits, this rank's device) into :class:`Options`."""
     if models:
         chosen = tuple(models)
     else:
@@ -278,53 +262,91 @@ def explain_paths(images: Sequence[str], out_dir: Path, models: Sequence[str] | 
     if isinstance(layer, (list, tuple)):
         layer = layer[0] if len(layer) == 1 else list(layer)
     dev = resolve_device(distributed.rank_device(device, world))
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if world.distributed and dev.type == "cuda" and per_machine > torch.cuda.device_count():
+        raise AttnvizError(f"torchrun started {per_machine} processes on this machine, which has "
+                           f"{torch.cuda.device_count()} CUDA device(s); NCCL needs one GPU per process: use "
+                           f"--nproc-per-node {torch.cuda.device_count()}, or --device cpu.")
     if amp and dev.type != "cuda" and world.is_main:
         print(f"attnviz: warning: --amp needs a CUDA device; running in float32 on {dev}.", file=sys.stderr)
-    o = Options(chosen, methods, target, layer, contrast, eigen_smooth, aug_smooth, amp, str(dev), npz)
-    check_models(o)
+    return Options(chosen, methods, target, layer, contrast, eigen_smooth, aug_smooth, amp, str(dev), npz)
 
-    with distributed.process_group(world, str(dev)):
-        mine = distributed.shard(inputs, world)
-        loader = DataLoader(ImageFiles(mine), batch_size=batch_size, shuffle=False, collate_fn=_as_list,
-                            num_workers=min(workers, math.ceil(len(mine) / batch_size)))
-        steps = math.ceil(math.ceil(len(inputs) / world.size) / batch_size)  # the same on every rank
+
+def _run(inputs: list[Path], o: Options, out_dir: Path, world: distributed.World, batch_size: int, workers: int,
+         progress: bool) -> tuple[list[Outcome], list[Outcome], float]:
+    """This rank's share, chunk by chunk in step with the other ranks; rank 0 writes each finished image's files
+    as they arrive and gets back (done, skipped, seconds) — the other ranks get empty lists."""
+    from tqdm import tqdm
+
+    mine = distributed.shard(inputs, world)
+    loader = DataLoader(ImageFiles(mine), batch_size=batch_size, shuffle=False, collate_fn=_as_list,
+                        num_workers=min(workers, math.ceil(len(mine) / batch_size)))
+    steps = math.ceil(math.ceil(len(inputs) / world.size) / batch_size)  # the same on every rank
+    bar = tqdm(total=len(inputs), desc="explain", unit="image", file=sys.stderr,
+               disable=not (progress and world.is_main))
+    done: list[Outcome] = []
+    skipped: list[Outcome] = []
+    chunks = iter(loader)
+    started = time.perf_counter()
+    for _ in range(steps):
+        chunk = next(chunks, [])
+        parts = distributed.gather(explain_chunk(chunk, o) if chunk else [], world)
+        if parts is None:
+            continue
+        for r in sorted((r for part in parts for r in part), key=lambda r: r.index):
+            if r.skipped:
+                skipped.append(r)
+                bar.write(f"skipped {r.path}: {r.skipped}", file=sys.stderr)
+                continue
+            for name, data in r.files.items():
+                (out_dir / name).write_bytes(data)
+            r.files = {}  # written: keep only the CSV rows
+            done.append(r)
+        bar.update(sum(len(part) for part in parts))
+    bar.close()
+    return done, skipped, time.perf_counter() - started
+
+
+def explain_paths(images: Sequence[str], out_dir: Path, models: Sequence[str] | None = None,
+                  methods: Sequence[str] = DEFAULT_METHODS, target: str | int | None = None,
+                  layer: str | Sequence[str] | None = None, progress: bool = True, npz: bool = False, *,
+                  contrast: str | int | None = None, eigen_smooth: bool = False, aug_smooth: bool = False,
+                  device: str | None = None, amp: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+                  workers: int | None = None) -> int:
+    """Write ``<stem>_grid.png`` and ``<stem>.json`` per image plus ``predictions.csv`` / ``scores.csv`` (and
+    ``<stem>_maps.npz`` with every raw map, the logits and the agreement numbers when ``npz``).
+
+    Returns 0 when every file was processed, 1 when some were skipped (each reported on stderr with the reason).
+    Under torchrun every rank calls this; rank 0 writes the files.
+    """
+    if batch_size < 1:
+        raise AttnvizError("--batch-size must be at least 1.")
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise AttnvizError("--workers must be 0 (decode in this process) or more.")
+    world = distributed.current()
+    inputs, unsupported = collect_inputs(images)
+    o = _settings(models, methods, target, layer, contrast, eigen_smooth, aug_smooth, device, amp, npz, world)
+    check_models(o)
+    with distributed.process_group(world, o.device):
         if world.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             for path, reason in unsupported:
                 print(f"skipped {path}: {reason}", file=sys.stderr)
-        bar = tqdm(total=len(inputs), desc="explain", unit="image", file=sys.stderr,
-                   disable=not (progress and world.is_main))
-        predictions: list[tuple[int, list[dict]]] = []
-        scores: list[tuple[int, list[dict]]] = []
-        skipped = len(unsupported)
-        chunks = iter(loader)
-        for _ in range(steps):
-            chunk = next(chunks, [])
-            parts = distributed.gather(explain_chunk(chunk, o) if chunk else [], world)
-            if parts is None:
-                continue
-            for r in sorted((r for part in parts for r in part), key=lambda r: r.index):
-                if r.skipped:
-                    skipped += 1
-                    bar.write(f"skipped {r.path}: {r.skipped}", file=sys.stderr)
-                    continue
-                for name, data in r.files.items():
-                    (out_dir / name).write_bytes(data)
-                predictions.append((r.index, r.predictions))
-                scores.append((r.index, r.scores))
-            bar.update(sum(len(part) for part in parts))
-        bar.close()
-        done = len(predictions)
+            for stem, count in Counter(p.stem for p in inputs).items():
+                if count > 1:
+                    print(f"attnviz: warning: {count} inputs are named {stem}.*; their output files overwrite "
+                          f"each other (the last one stays).", file=sys.stderr)
+        done, skipped, seconds = _run(inputs, o, out_dir, world, batch_size, workers, progress)
         if world.is_main:
-            write_csv(out_dir / "predictions.csv", [row for _, rows in sorted(predictions, key=lambda p: p[0])
-                                                   for row in rows], PREDICTION_COLUMNS)
-            write_csv(out_dir / "scores.csv", [row for _, rows in sorted(scores, key=lambda p: p[0])
-                                              for row in rows], SCORE_COLUMNS)
+            write_csv(out_dir / "predictions.csv", [row for r in done for row in r.predictions], PREDICTION_COLUMNS)
+            write_csv(out_dir / "scores.csv", [row for r in done for row in r.scores], SCORE_COLUMNS)
             others = f"; {len(unsupported)} other file(s) skipped" if unsupported else ""
-            print(f"{done} of {len(inputs)} images processed{others}; results in {out_dir}", file=sys.stderr)
-        done, skipped = _from_main((done, skipped), world)
-    if done == 0:
+            print(f"{len(done)} of {len(inputs)} images processed in {seconds:.1f} s "
+                  f"({len(done) / max(seconds, 1e-9):.2f} images/s){others}; results in {out_dir}", file=sys.stderr)
+        processed, failed = _from_main((len(done), len(skipped) + len(unsupported)), world)
+    if processed == 0:
         if not world.is_main:
             return EXIT_USER_ERROR  # rank 0 says why
         raise AttnvizError("No image could be processed.")
-    return EXIT_PARTIAL if skipped else 0
+    return EXIT_PARTIAL if failed else 0

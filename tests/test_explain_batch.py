@@ -34,7 +34,8 @@ def _bomb_png(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,7 @@ def test_batch_equals_the_one_image_path_and_bad_files_are_skipped_and_listed(fo
     assert f"skipped {folder / 'bomb.png'}: The image declares 10000 megapixels; the limit is 80 megapixels" in err
     assert f"skipped {folder / 'logo.svg'}: not a supported image (.svg)" in err
     assert f"skipped {folder / 'broken.jpg'}: The image file is truncated or corrupt" in err
-    assert "5 of 7 images processed; 1 other file(s) skipped" in err
+    assert "5 of 7 images processed in " in err and "images/s); 1 other file(s) skipped; results in" in err
     stems = [f"img{i:02d}" for i in range(5)]
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{s}_grid.png" for s in stems] + [f"{s}.json" for s in stems] + ["predictions.csv", "scores.csv"])
@@ -138,7 +139,7 @@ NEW_METHODS = ["gradcam", "finercam", "eigencam", "kpcacam", "gradcamelementwise
 @pytest.mark.parametrize("flags, options", [
     (["--methods", ",".join(NEW_METHODS), "--layer", "layer2,layer3", "--amp"],
      {"layers": ["layer2", "layer3"], "eigen_smooth": False, "aug_smooth": False, "amp": False}),
-    (["--methods", "gradcam,eigengradcam", "--aug-smooth", "--eigen-smooth"],
+    (["--methods", "gradcam", "--aug-smooth", "--eigen-smooth"],
      {"layers": ["layer3"], "eigen_smooth": True, "aug_smooth": True, "amp": False}),
 ], ids=["new-methods-fused-amp", "aug-eigen-smooth"])
 def test_cli_options_reach_the_engine_the_report_and_the_npz(folder, tmp_path, capsys, flags, options):
@@ -235,8 +236,15 @@ def test_app_py_with_an_absent_device_exits_2_with_one_line():
     assert len(lines) == 1 and "cuda:9" in lines[0] and "available: " in lines[0], lines
 
 
-def test_methods_help_names_every_method():
+def test_methods_help_and_the_readme_name_every_method_and_explain_option():
     assert all(m in cli.METHODS_HELP for m in ALL_METHODS)
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    command_line = readme[readme.index("## Command line"):readme.index("## Python API")]
+    assert all(f"`{m}`" in command_line for m in ALL_METHODS)
+    sub = next(a for a in cli.build_parser()._actions if a.choices and "explain" in a.choices)
+    options = [o for a in sub.choices["explain"]._actions for o in a.option_strings if o.startswith("--")]
+    assert {"--device", "--amp", "--batch-size", "--workers", "--contrast", "--eigen-smooth"} <= set(options)
+    assert [o for o in options if o not in command_line] == ["--help"]
 
 
 def _same_folder(ours: Path, ref: Path) -> None:
