@@ -279,8 +279,10 @@ def _run(inputs: list[Path], o: Options, out_dir: Path, world: distributed.World
     from tqdm import tqdm
 
     mine = distributed.shard(inputs, world)
+    # workers decode the next chunks while this process explains the current one: with one chunk there is no
+    # next one, and a worker would only add its start-up
     loader = DataLoader(ImageFiles(mine), batch_size=batch_size, shuffle=False, collate_fn=_as_list,
-                        num_workers=min(workers, math.ceil(len(mine) / batch_size)))
+                        num_workers=min(workers, math.ceil(len(mine) / batch_size) - 1))
     steps = math.ceil(math.ceil(len(inputs) / world.size) / batch_size)  # the same on every rank
     bar = tqdm(total=len(inputs), desc="explain", unit="image", file=sys.stderr,
                disable=not (progress and world.is_main))

@@ -216,11 +216,11 @@ def test_serve_refuses_an_absent_device_before_starting_and_sets_the_pages_devic
     fake_ui = types.ModuleType("attnviz.ui")
     fake_ui.launch = lambda **kw: started.append((kw, os.environ.get("ATTNVIZ_DEVICE")))
     monkeypatch.setitem(sys.modules, "attnviz.ui", fake_ui)
-    monkeypatch.setenv("ATTNVIZ_DEVICE", "cuda:7")
+    monkeypatch.setenv("ATTNVIZ_DEVICE", "cuda:99")
     assert cli.main(["serve", "--port", str(free_port())]) == 2   # from the environment, as app.py / Docker
     assert cli.main(["serve", "--device", "quantum"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "cuda:7" in err[0] and "quantum" in err[1], err
+    assert len(err) == 2 and "cuda:99" in err[0] and "quantum" in err[1], err
     assert started == []                                             # the page never started: no port was bound
     assert cli.main(["serve", "--device", "cpu", "--port", "7999"]) == 0
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
@@ -228,12 +228,12 @@ def test_serve_refuses_an_absent_device_before_starting_and_sets_the_pages_devic
 
 
 def test_app_py_with_an_absent_device_exits_2_with_one_line():
-    env = {**os.environ, "ATTNVIZ_DEVICE": "cuda:9", "GRADIO_SERVER_PORT": str(free_port())}
+    env = {**os.environ, "ATTNVIZ_DEVICE": "cuda:99", "GRADIO_SERVER_PORT": str(free_port())}
     r = subprocess.run([sys.executable, "app.py"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2
     lines = (r.stdout + r.stderr).strip().splitlines()
-    assert len(lines) == 1 and "cuda:9" in lines[0] and "available: " in lines[0], lines
+    assert len(lines) == 1 and "cuda:99" in lines[0] and "available: " in lines[0], lines
 
 
 def test_methods_help_and_the_readme_name_every_method_and_explain_option():
