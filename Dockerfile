@@ -1,17 +1,22 @@
-# attnviz web page on CPU-only PyTorch.
+# attnviz web page; CPU-only PyTorch by default, CUDA with one build argument.
 #   docker build -t attnviz .
 #   docker run --rm -p 7860:7860 attnviz
 # Your own models (README "Your own models on the page"): mount a folder with models.toml and the weights,
 #   docker run --rm -p 7860:7860 -v "$PWD/lab:/lab:ro" -e ATTNVIZ_MODELS_FILE=/lab/models.toml attnviz
+# GPU image (same torch version, CUDA wheels; the host needs the NVIDIA container toolkit):
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu130 -t attnviz:cuda .
+#   docker run --rm --gpus all -e ATTNVIZ_DEVICE=cuda -p 7860:7860 attnviz:cuda
 # The install step is the README's install command, verbatim; the only difference is the package index:
-# PIP_INDEX_URL points pip at PyTorch's CPU wheels (same pinned versions, no CUDA libraries).
+# PIP_INDEX_URL points pip at PyTorch's wheels for TORCH_INDEX (same pinned versions), PyPI for the rest.
 FROM python:3.11-slim
+
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_INDEX_URL=https://download.pytorch.org/whl/cpu \
+    PIP_INDEX_URL=${TORCH_INDEX} \
     PIP_EXTRA_INDEX_URL=https://pypi.org/simple \
     GRADIO_ANALYTICS_ENABLED=False \
     HF_HUB_OFFLINE=1 \
@@ -19,6 +24,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GRADIO_SERVER_PORT=7860 \
     GRADIO_TEMP_DIR=/tmp/attnviz/gradio \
     ATTNVIZ_TMP=/tmp/attnviz \
+    ATTNVIZ_DEVICE=auto \
     MPLCONFIGDIR=/tmp/attnviz/matplotlib
 
 RUN useradd --create-home --uid 10001 attnviz

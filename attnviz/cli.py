@@ -15,6 +15,12 @@ from typing import Sequence
 from .errors import AttnvizError
 
 EXIT_USER_ERROR = 2
+DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default: $ATTNVIZ_DEVICE, else auto)"
+# kept here as text so `attnviz --help` does not import torch; tests/test_explain_batch.py checks it against
+# attnviz.engine.ALL_METHODS
+METHODS_HELP = ("comma-separated CAM methods (default gradcam,gradcam++). One pass: gradcam, gradcam++, xgradcam, "
+                "layercam, hirescam, gradcamelementwise, eigengradcam, eigencam, kpcacam, finercam; ViTs: rollout, "
+                "grad-rollout; slow (one forward per channel): scorecam, ablationcam")
 BUNDLED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
 
 
@@ -39,6 +45,11 @@ def _load_models_file(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .devices import ENV_VAR, resolve_device
+
+    device = resolve_device(args.device)  # an absent device stops here, before the port is bound
+    os.environ[ENV_VAR] = str(device)     # the page's requests run there (their device is "the default")
+    print(f"attnviz: models run on {device}", file=sys.stderr)
     from .ui import launch
 
     _load_models_file(args)  # before launching: a bad entry stops here, the server never starts half-configured
@@ -75,10 +86,17 @@ def cmd_models(args: argparse.Namespace) -> int:
         else:
             status = f"not downloaded — {spec.weights.download_hint or 'weights missing'}"
         print(f"{spec.name:<{width}}  {spec.display_name:<24} {spec.source:<12} {status}")
+    from .devices import available_devices, resolve_device
+
+    print(f"devices: {', '.join(available_devices())} (auto = {resolve_device('auto')})")
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from .devices import resolve_device
+    from .distributed import current, rank_device
+
+    resolve_device(rank_device(args.device, current()))  # an absent device: one line, before anything loads
     from .batch import explain_paths
 
     from_file = _load_models_file(args)  # registered even when --models picks among them
@@ -96,7 +114,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"wrote {args.save_safetensors}", file=sys.stderr)
         chosen = [spec.name] + list(args.models or from_file)
     return explain_paths(args.images, out_dir=Path(args.out), models=chosen, methods=args.methods,
-                         target=args.target, layer=args.layer, progress=not args.quiet, npz=args.npz)
+                         target=args.target, layer=args.layer, progress=not args.quiet, npz=args.npz,
+                         contrast=args.contrast, eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth,
+                         device=args.device, amp=args.amp, batch_size=args.batch_size, workers=args.workers)
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -216,7 +236,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "cam_engine.py"
     if not script.is_file():
         raise AttnvizError("benchmarks/cam_engine.py is not in this installation (it ships with the source tree).")
-    sys.argv = [str(script), "--repeats", str(args.repeats)]
+    sys.argv = [str(script), "--repeats", str(args.repeats), "--batch", str(args.batch)]
     runpy.run_path(str(script), run_name="__main__")
     return 0
 
@@ -236,20 +256,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--models", type=_csv, default=None, help="comma-separated default selection")
     _models_file_option(p)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("explain", help="grids + predictions for images or folders",
                        description="One grid PNG and JSON report per image, plus predictions.csv and scores.csv "
                                    "(localisation scores when a <name>_mask.png sits beside an image or the image "
-                                   "is a bundled benchmark scene). Unreadable files are reported and skipped; the "
-                                   "exit status is then 1.")
+                                   "is a bundled benchmark scene). Unreadable files and folder files that are not "
+                                   "supported images are reported and skipped; the exit status is then 1. Under "
+                                   "`torchrun --nproc-per-node N -m attnviz explain ...` the images are shared "
+                                   "among the N processes and rank 0 writes the same folder.")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--models", type=_csv, default=None,
-                   help="comma-separated (default: the --models-file models, else the bundled zoo)")
+                   help="comma-separated (default: the --models-file models, else the bundled zoo's default selection)")
     _models_file_option(p)
-    p.add_argument("--methods", type=_csv, default=["gradcam", "gradcam++"])
+    p.add_argument("--methods", type=_csv, default=["gradcam", "gradcam++"], help=METHODS_HELP)
     p.add_argument("--target", default=None, help="class name or index (default: each model's top-1)")
-    p.add_argument("--layer", default=None, help="CAM layer, e.g. layer2 (default: each model's own)")
+    p.add_argument("--contrast", default=None,
+                   help="explain the target versus this class (score = logit target - logit contrast)")
+    p.add_argument("--layer", type=_csv, default=None,
+                   help="CAM layer, e.g. layer2 (default: each model's own); several, comma-separated "
+                        "(layer2,layer3,layer4), are fused into one map as pytorch-grad-cam does")
+    p.add_argument("--eigen-smooth", action="store_true",
+                   help="keep each map's first principal component (pytorch-grad-cam's eigen_smooth)")
+    p.add_argument("--aug-smooth", action="store_true",
+                   help="average over flipped and brightness-scaled copies (pytorch-grad-cam's aug_smooth; 6x work)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA (on other devices: float32)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per model pass (default 16)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes decoding images (default min(4, cores); 0: decode in the main process)")
     p.add_argument("--out", default="attnviz-out", help="output folder")
     p.add_argument("--arch", default=None,
                    help="architecture of --checkpoint: a registry name (`attnviz models --architectures`), "
@@ -335,8 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("bench", help="CAM engine vs pytorch-grad-cam benchmark")
-    p.add_argument("--repeats", type=int, default=15)
+    p = sub.add_parser("bench", help="CAM engine vs pytorch-grad-cam benchmark (benchmarks/cam_engine.py)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=16)
     p.set_defaults(func=cmd_bench)
     return parser
 

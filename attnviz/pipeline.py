@@ -35,13 +35,18 @@ class Request:
     models: Sequence[str]
     methods: Sequence[str] = DEFAULT_METHODS
     target: str | int | None = None
-    layer: str | None = None
+    layer: str | Sequence[str] | None = None        # several names: fused layers
     opacity: float = 0.5
     shared_scale: bool = False
     cmap: str = "jet"
     box: tuple[int, int, int, int] | None = None   # (x0, y0, x1, y1) in upload pixels
     mask: np.ndarray | None = None                 # explicit ground-truth mask (CLI --mask)
     source: str = ""
+    device: str | None = None                      # None: ATTNVIZ_DEVICE, else "auto" (attnviz.devices)
+    amp: bool = False                              # float16 autocast (CUDA only; float32 elsewhere)
+    contrast: str | int | None = None              # "target versus this class"
+    eigen_smooth: bool = False
+    aug_smooth: bool = False
 
 
 @dataclass
@@ -83,14 +88,18 @@ def check_limits(models: Sequence[str], methods: Sequence[str]) -> None:
                                  f"{MAX_SLOW_MODELS} models with them, or drop them.")
 
 
-def run(request: Request, progress: ProgressFn | None = None) -> PageResult:
-    """Decode, compare, render, score, report."""
+def run(request: Request, progress: ProgressFn | None = None, comparison: Comparison | None = None) -> PageResult:
+    """Decode, compare, render, score, report.
+
+    ``comparison``: the models' rows for this request's image, already computed — the batch command runs a chunk
+    of images per model pass, then finishes each image here, so its files are the page's.
+    """
     models = [m for m in request.models if m]
     if not models:
         raise AttnvizError("Choose at least one model.")
     methods = check_methods(request.methods)
     check_limits(models, methods)
-    image = decode_image(request.image)
+    image = decode_image(request.image) if comparison is None else comparison.image
     mask, mask_source = request.mask, "mask file" if request.mask is not None else ""
     if mask is not None and mask.shape != image.shape[:2]:
         raise AttnvizError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
@@ -100,8 +109,12 @@ def run(request: Request, progress: ProgressFn | None = None) -> PageResult:
     if mask is None:
         mask = known_scene_masks().get(image_digest(image))
         mask_source = "benchmark scene" if mask is not None else ""
-    comparison = compare(models, image, methods, request.target, request.layer, progress=progress, mask=mask,
-                         timeout_s=REQUEST_TIMEOUT_S)
+    if comparison is None:
+        comparison = compare(models, image, methods, request.target, request.layer, progress=progress, mask=mask,
+                             timeout_s=REQUEST_TIMEOUT_S, device=request.device, contrast=request.contrast,
+                             eigen_smooth=request.eigen_smooth, aug_smooth=request.aug_smooth, amp=request.amp)
+    else:
+        comparison.mask = mask
     grid = render.grid(comparison, opacity=request.opacity, cmap=request.cmap, shared_scale=request.shared_scale)
     scores = score_comparison(comparison)
     report = report_dict(comparison, scores, request.source)

@@ -48,6 +48,12 @@ def explanation_record(e: Explanation) -> dict:
         "logits": [float(f"{v:.7g}") for v in e.logits.tolist()],
         "timings_ms": {k: round(v, 2) for k, v in e.timings.items()},
         "warnings": e.warnings,
+        "contrast": None if e.contrast is None else {"index": e.contrast.index, "label": e.contrast.label,
+                                                      "probability": round(e.contrast.probability, 6)},
+        # how the maps were made; the chunk size is left out: it does not change them (tests/test_batch.py), and
+        # without it the one-image path, a batch and a torchrun run write the same report
+        "options": {k: v for k, v in e.options.items() if k != "batch"},
+        "device": e.device,
     }
 
 
@@ -68,9 +74,19 @@ def report_dict(comparison: Comparison, scores: dict[str, dict[str, dict[str, fl
         "methods": list(comparison.methods),
         "models": [explanation_record(e) for e in comparison.explanations],
         "localisation": scores or {},
+        "agreement": agreement_rows(comparison),
         "timings_ms": {k: round(v, 2) for k, v in comparison.timings.items()},
         "versions": package_versions(),
     }
+
+
+AGREEMENT_FIELDS = ("spearman", "top20_iou", "peak_distance", "peak_distance_pct", "same_target")
+
+
+def agreement_rows(comparison: Comparison) -> list[dict]:
+    """``Comparison.agreement`` as JSON rows: one per (variant, method), against the baseline row."""
+    return [{"model": model, "method": method, **{k: round(float(v), 6) for k, v in numbers.items()}}
+            for (model, method), numbers in comparison.agreement.items()]
 
 
 def report_json(comparison: Comparison, scores=None, source: str = "") -> str:
@@ -90,6 +106,11 @@ def maps_npz_bytes(comparison: Comparison) -> bytes:
             arrays[f"{e.model}/cam/{m}/layer"] = c.layer_map
         for a in e.attention_maps + e.stage_summaries:
             arrays[f"{e.model}/attention/{a.block}/{a.name}"] = a.data
+    if comparison.agreement:  # model/agreement/method: the AGREEMENT_FIELDS numbers, in that order
+        arrays["agreement_fields"] = np.array(AGREEMENT_FIELDS)
+        for (model, method), numbers in comparison.agreement.items():
+            arrays[f"{model}/agreement/{method}"] = np.array([numbers.get(k, np.nan) for k in AGREEMENT_FIELDS],
+                                                             np.float64)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()

@@ -1,13 +1,18 @@
-"""Benchmark: attnviz's one-pass CAM engine vs pytorch-grad-cam, measured side by side in one run.
+"""Benchmark: attnviz's batched one-pass engine vs pytorch-grad-cam, images/s measured side by side in one run.
 
-For each model it times, interleaved round-robin so machine noise hits every contender alike:
-  plain      model(x) under torch.no_grad()                      (the floor)
-  library    GradCAM(...)(x) + GradCAMPlusPlus(...)(x)           (two pytorch-grad-cam calls)
-  engine2    attnviz explain(): Grad-CAM + Grad-CAM++            (one forward, restricted backward)
-  engine5    attnviz explain(): all five one-pass methods + attention recording
-and prints medians and the ratios the engine issue asks for.
+Every contender gets the same batch of ``--batch`` images with per-image targets; the contenders of a row run
+interleaved round-robin (``--repeats`` rounds after one small warm-up call each), so load on a shared machine
+hits them alike, and the table reports medians and their ratios.
 
-Run:  python benchmarks/cam_engine.py [--repeats 15] [--threads 2]
+  1. Grad-CAM + Grad-CAM++: the library's batched GradCAM(x) + GradCAMPlusPlus(x) calls, attnviz ``explain()``
+     image by image, ``explain_batch()``, and ``explain_batch()`` with all ten one-pass methods;
+  2. each newer one-pass method (Grad-CAM element-wise, EigenGrad-CAM, Eigen-CAM, KPCA-CAM, Finer-CAM) vs its
+     library class;
+  3. three fused layers (ResNet-50: layer2+layer3+layer4; the bundled models: layer1+layer2+layer3), Grad-CAM +
+     Grad-CAM++, vs the library with the same ``target_layers``.
+
+Run:  python benchmarks/cam_engine.py --batch 16 [--repeats 3] [--threads 2] [--models resnet50,baseline,cbam,triplet]
+(``attnviz bench`` runs it too.)
 """
 from __future__ import annotations
 
@@ -18,87 +23,150 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus  # noqa: E402
+from pytorch_grad_cam import (EigenCAM, EigenGradCAM, FinerCAM, GradCAM, GradCAMElementWise,  # noqa: E402
+                              GradCAMPlusPlus, KPCA_CAM)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
-import models  # noqa: E402
-from attnviz.engine import explain  # noqa: E402
+from attnviz import zoo  # noqa: E402
+from attnviz.cam import METHODS  # noqa: E402
+from attnviz.engine import explain, explain_batch  # noqa: E402
 
-FIVE = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam")
-
-
-def cases() -> list[tuple[str, torch.nn.Module, str, int]]:
-    return [
-        ("torchvision resnet50 @224, layer4", torchvision.models.resnet50(), "layer4", 224),
-        ("torchvision resnet50 @224, layer3", torchvision.models.resnet50(), "layer3", 224),
-        ("cbam_resnet50 @224, layer4", models.build("cbam_resnet50"), "layer4", 224),
-        ("triplet_resnet50 @224, layer4", models.build("triplet_resnet50"), "layer4", 224),
-        ("small_resnet (baseline) @128, layer3", models.build("small_resnet", 11), "layer3", 128),
-        ("small_resnet_triplet @128, layer3", models.build("small_resnet_triplet", 11), "layer3", 128),
-        ("small_resnet_coord @128, layer3", models.build("small_resnet_coord", 11), "layer3", 128),
-    ]
+NEW_METHODS = {"gradcamelementwise": GradCAMElementWise, "eigengradcam": EigenGradCAM, "eigencam": EigenCAM,
+               "kpcacam": KPCA_CAM, "finercam": FinerCAM}
+ALL_ONE_PASS = tuple(METHODS)
 
 
-def bench(model: torch.nn.Module, layer: str, side: int, repeats: int) -> dict[str, float]:
-    model.eval()
-    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        target = int(model(x).argmax())
-    layer_module = model.get_submodule(layer)
-    gradcam = GradCAM(model=model, target_layers=[layer_module])
-    gradcampp = GradCAMPlusPlus(model=model, target_layers=[layer_module])
-    targets = [ClassifierOutputTarget(target)]
+class Case:
+    """A model, its CAM layer(s), a batch and per-image targets."""
 
-    def plain() -> None:
+    def __init__(self, label: str, model: torch.nn.Module, layer: str, fused: list[str], side: int, batch: int):
+        self.label, self.model, self.layer, self.fused = label, model.eval(), layer, fused
+        self.x = torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            model(x)
+            classes = int(self.model(self.x[:1]).shape[1])
+        self.targets = [int(t) for t in torch.randint(0, classes, (batch,), generator=torch.Generator().manual_seed(1))]
 
-    def library() -> None:
-        gradcam(input_tensor=x, targets=targets)
-        gradcampp(input_tensor=x, targets=targets)
+    def modules(self, names: list[str]) -> list[torch.nn.Module]:
+        return [self.model.get_submodule(n) for n in names]
 
-    def engine2() -> None:
-        explain(model, x, methods=("gradcam", "gradcam++"), layer=layer, target=target, record=False)
 
-    def engine5() -> None:
-        explain(model, x, methods=FIVE, layer=layer, target=target, record=True)
+def cases(names: list[str], batch: int) -> list[Case]:
+    out = []
+    for name in names:
+        if name == "resnet50":
+            torch.manual_seed(0)
+            out.append(Case("torchvision resnet50 @224", torchvision.models.resnet50(), "layer4",
+                            ["layer2", "layer3", "layer4"], 224, batch))
+        else:
+            loaded = zoo.load(name, "cpu")
+            out.append(Case(f"bundled {name} @{loaded.spec.input_size}", loaded.model, loaded.spec.default_layer,
+                            ["layer1", "layer2", "layer3"], loaded.spec.input_size, batch))
+    return out
 
-    contenders = {"plain": plain, "library": library, "engine2": engine2, "engine5": engine5}
+
+def library(case: Case, classes: list[type], layers: list[str], per_image_targets: bool = True) -> Callable:
+    """pytorch-grad-cam called once per class on the whole batch (hooks live only during the call, as ours)."""
+    def run(x: torch.Tensor, targets: list[int]) -> None:
+        wanted = [ClassifierOutputTarget(t) for t in targets] if per_image_targets else None
+        for cls in classes:
+            with cls(model=case.model, target_layers=case.modules(layers)) as cam:
+                cam(x, targets=wanted)
+    return run
+
+
+def engine_batch(case: Case, methods: tuple[str, ...], layers: list[str], per_image_targets: bool = True,
+                 record: bool = False) -> Callable:
+    def run(x: torch.Tensor, targets: list[int]) -> None:
+        explain_batch(case.model, x, methods, targets=targets if per_image_targets else None,
+                      layer=layers if len(layers) > 1 else layers[0], batch_size=len(x), record=record)
+    return run
+
+
+def engine_per_image(case: Case, methods: tuple[str, ...]) -> Callable:
+    def run(x: torch.Tensor, targets: list[int]) -> None:
+        for i in range(len(x)):
+            explain(case.model, x[i:i + 1], methods, target=targets[i], layer=case.layer, record=False)
+    return run
+
+
+def images_per_s(case: Case, contenders: dict[str, Callable], repeats: int) -> dict[str, float]:
+    """Median images/s of each contender, interleaved round-robin after one warm-up call on two images."""
+    for fn in contenders.values():
+        fn(case.x[:2], case.targets[:2])
     samples: dict[str, list[float]] = {k: [] for k in contenders}
-    for _ in range(3):  # warm-up
-        for fn in contenders.values():
-            fn()
     for _ in range(repeats):
         for name, fn in contenders.items():
             t = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - t) * 1000)
-    gradcam.activations_and_grads.release()
-    gradcampp.activations_and_grads.release()
+            fn(case.x, case.targets)
+            samples[name].append(len(case.x) / (time.perf_counter() - t))
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--models", default="resnet50,baseline,cbam,triplet",
+                        help="resnet50 (torchvision, random weights) and/or bundled model names")
+    parser.add_argument("--new-methods-on", default="resnet50,cbam",
+                        help="models that get the per-method rows (section 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    print(f"# torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs; medians of {args.repeats} interleaved runs (ms)")
-    header = f"{'model':40s} {'plain':>8s} {'library':>9s} {'engine2':>9s} {'engine5':>9s} " \
-             f"{'library/engine2':>16s} {'engine5/plain':>14s}"
-    print(header)
-    for label, model, layer, side in cases():
-        r = bench(model, layer, side, args.repeats)
-        print(f"{label:40s} {r['plain']:8.1f} {r['library']:9.1f} {r['engine2']:9.1f} {r['engine5']:9.1f} "
-              f"{r['library'] / r['engine2']:15.2f}x {r['engine5'] / r['plain']:13.2f}x", flush=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# torch {torch.__version__}, {args.threads} threads, {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"load average {load:.1f} at start; batch {args.batch}; images/s, medians of {args.repeats} "
+          f"interleaved rounds")
+    all_cases = cases([m.strip() for m in args.models.split(",") if m.strip()], args.batch)
+    two = ("gradcam", "gradcam++")
+
+    print("\n## Grad-CAM + Grad-CAM++, per-image targets\n")
+    print("| model | library (batched) | explain() per image | explain_batch | explain_batch, all 10 methods | "
+          "batch / library | batch / per image |")
+    print("|---|---|---|---|---|---|---|")
+    for case in all_cases:
+        r = images_per_s(case, {
+            "library": library(case, [GradCAM, GradCAMPlusPlus], [case.layer]),
+            "single": engine_per_image(case, two),
+            "batch": engine_batch(case, two, [case.layer]),
+            "all10": engine_batch(case, ALL_ONE_PASS, [case.layer]),
+        }, args.repeats)
+        print(f"| {case.label}, {case.layer} | {r['library']:.1f} | {r['single']:.1f} | {r['batch']:.1f} | "
+              f"{r['all10']:.1f} | **{r['batch'] / r['library']:.2f}×** | {r['batch'] / r['single']:.2f}× |",
+              flush=True)
+
+    print("\n## Newer one-pass methods vs their pytorch-grad-cam class\n")
+    print("| model | method | library (batched) | explain_batch | batch / library |")
+    print("|---|---|---|---|---|")
+    chosen = {m.strip() for m in args.new_methods_on.split(",")}
+    for case in [c for c, name in zip(all_cases, args.models.split(",")) if name.strip() in chosen]:
+        for method, cls in NEW_METHODS.items():
+            per_image = method != "finercam"  # Finer-CAM: the library's default targets (top-1 vs its neighbours)
+            r = images_per_s(case, {
+                "library": library(case, [cls], [case.layer], per_image),
+                "batch": engine_batch(case, (method,), [case.layer], per_image),
+            }, args.repeats)
+            print(f"| {case.label}, {case.layer} | {method} | {r['library']:.1f} | {r['batch']:.1f} | "
+                  f"{r['batch'] / r['library']:.2f}× |", flush=True)
+
+    print("\n## Three fused layers, Grad-CAM + Grad-CAM++\n")
+    print("| model | layers | library (batched) | explain_batch | batch / library |")
+    print("|---|---|---|---|---|")
+    for case in all_cases:
+        r = images_per_s(case, {
+            "library": library(case, [GradCAM, GradCAMPlusPlus], case.fused),
+            "batch": engine_batch(case, two, case.fused),
+        }, args.repeats)
+        print(f"| {case.label} | {'+'.join(case.fused)} | {r['library']:.1f} | {r['batch']:.1f} | "
+              f"{r['batch'] / r['library']:.2f}× |", flush=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\n# load average {load:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,18 @@ def test_install_step_is_the_readmes():
 def test_runtime_settings():
     assert re.search(r"^FROM python:3\.\d+-slim", DOCKERFILE, re.M)
     assert "EXPOSE 7860" in DOCKERFILE and "GRADIO_SERVER_NAME=0.0.0.0" in DOCKERFILE
-    assert "GRADIO_ANALYTICS_ENABLED=False" in DOCKERFILE and "PIP_INDEX_URL=https://download.pytorch.org/whl/cpu" in DOCKERFILE
+    assert "GRADIO_ANALYTICS_ENABLED=False" in DOCKERFILE
+    # CPU wheels unless the build argument names PyTorch's index of another build (CUDA) of the same versions
+    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu\n" in DOCKERFILE
+    assert "PIP_INDEX_URL=${TORCH_INDEX}" in DOCKERFILE and "ATTNVIZ_DEVICE=auto" in DOCKERFILE
     user = re.findall(r"^USER (\S+)", DOCKERFILE, re.M)
     assert user and user[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n?.*python", DOCKERFILE, re.M) and "curl" not in DOCKERFILE
     assert "ARG IMAGENET_WEIGHTS" in DOCKERFILE and "ATTNVIZ_TMP=" in DOCKERFILE
+
+
+def test_readme_documents_the_gpu_image():
+    build = re.search(r"docker build --build-arg TORCH_INDEX=(https://download\.pytorch\.org/whl/cu\d+) -t attnviz:cuda \.",
+                      README)
+    assert build and f"--build-arg TORCH_INDEX={build.group(1)}" in DOCKERFILE
+    assert "docker run --rm --gpus all -e ATTNVIZ_DEVICE=cuda -p 7860:7860 attnviz:cuda" in README
