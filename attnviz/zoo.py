@@ -164,6 +164,20 @@ def loaded_models() -> list[LoadedModel]:
         return list(_cache.values())
 
 
+def evict(name_or_spec: str | ModelSpec) -> bool:
+    """Drop one model from the cache (a page session's uploaded checkpoint when the session ends).
+
+    Given a spec, only that spec's entry goes: another session's model of the same name stays.
+    """
+    name = name_or_spec if isinstance(name_or_spec, str) else name_or_spec.name
+    with _cache_lock:
+        hit = _cache.get(name)
+        if hit is None or (isinstance(name_or_spec, ModelSpec) and hit.spec is not name_or_spec):
+            return False
+        del _cache[name]
+        return True
+
+
 def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
