@@ -24,8 +24,9 @@ from .report import prediction_rows, report_dict
 from .results import Comparison
 from .specs import ModelSpec
 
-# One request with all 13 bundled models (Grad-CAM + Grad-CAM++) took 0.5-2.4 s warm on 2 shared cores
-# (benchmarks/compare_all.py, BENCHMARKS.md); 16 leaves room for the bundled ViT and a few more.
+# One request with all 13 bundled models (Grad-CAM + Grad-CAM++) took 0.5-14 s warm (medians 2.4-7.5 s) on
+# 2 busy shared cores (benchmarks/compare_all.py, BENCHMARKS.md), far inside REQUEST_TIMEOUT_S; 16 leaves
+# room for the bundled ViT and a few more.
 MAX_MODELS_PER_REQUEST = int(os.environ.get("ATTNVIZ_MAX_MODELS", "16"))
 MAX_SLOW_MODELS = int(os.environ.get("ATTNVIZ_MAX_SLOW_MODELS", "2"))
 REQUEST_TIMEOUT_S = float(os.environ.get("ATTNVIZ_REQUEST_TIMEOUT_S", "300"))

@@ -5,6 +5,8 @@ imports never leak into the next. attnviz's own share is the RSS of the page wit
 loaded (and after one request with every bundled model) minus the RSS of a bare
 ``import torch, gradio, pytorch_grad_cam`` — the libraries attnviz cannot run without.
 
+The row with "one plain torch forward/backward" runs no attnviz code after loading: what PyTorch itself
+keeps after its first backward pass (thread pools, allocator caches), which every request then pays too.
 The last rows start the real server (``python app.py``) and read its RSS after start and after one
 ``/compare`` call with every bundled model (Grad-CAM + Grad-CAM++).
 
@@ -37,6 +39,10 @@ STEPS: list[tuple[str, str]] = [
     ("... + page built + whole bundled zoo loaded",
      f"{BASE}; import attnviz.ui; attnviz.ui.build_app(); from attnviz import zoo; "
      "[zoo.load(n) for n in zoo.bundled()]"),
+    ("... + page built + whole bundled zoo loaded + one plain torch forward/backward",
+     f"{BASE}; import attnviz.ui; attnviz.ui.build_app(); from attnviz import zoo; "
+     "[zoo.load(n) for n in zoo.bundled()]; x = torch.randn(1, 3, 128, 128, requires_grad=True); "
+     "zoo.load('baseline').model(x)[0, 0].backward()"),
     ("... + page built + one request with every bundled model",
      f"{BASE}; import attnviz.ui; attnviz.ui.build_app(); from attnviz import pipeline, zoo; "
      "scene = sorted(p for p in pipeline.EXAMPLES_DIR.glob('*.png') if 'mask' not in p.name)[0]; "
@@ -130,7 +136,7 @@ def main() -> None:
         rows[label] = statistics.median(r["rss_mb"] for r in runs)
         print(f"| {label} | {rows[label]:.0f} | {'yes' if runs[0]['timm'] else 'no'} |", flush=True)
     base = rows["import torch, gradio, pytorch_grad_cam"]
-    for label, _ in STEPS[-3:]:
+    for label, _ in STEPS[-4:]:
         print(f"attnviz share, {label.removeprefix('... + ')}: {rows[label] - base:+.0f} MB")
     print(f"import timm on top of the base: {rows['... + import timm'] - base:+.0f} MB")
     out = subprocess.run([sys.executable, "-c", CUDA_SHARE], cwd=ROOT, env=_env(), capture_output=True, text=True,
