@@ -275,3 +275,22 @@ def test_a_real_fault_keeps_its_traceback(monkeypatch, caplog):
         ui.api_compare(str(SCENE), "baseline")
     faults = [r for r in caplog.records if r.exc_info]
     assert faults and "boom" in str(faults[0].exc_info[1])
+
+
+# ---- 10. memory: heavy modules only where used ----------------------------------------------------------------
+
+def test_building_the_page_imports_neither_timm_nor_scikit_image():
+    """Listing the models and the examples must not import timm (+23 MB RSS, BENCHMARKS.md) or scikit-image;
+    RSS itself is measured by benchmarks/memory.py, not in a test."""
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    code = ("import sys, attnviz.ui as ui; app = ui.build_app(); paths, labels = ui.example_inputs(); "
+            "assert any(l.startswith('photo:') for l in labels), labels; "
+            "print(sorted(m for m in ('timm', 'skimage') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
