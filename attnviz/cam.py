@@ -33,22 +33,23 @@ class CamMethod:
     """A one-pass method: which library class holds its formula, and which score it explains."""
 
     name: str
+    title: str                 # how the page, the grid and the tables name it
     library: type[BaseCAM]
     gradients: bool = True     # needs dS/dA (Eigen-CAM and KPCA-CAM read the activations only)
     score: str = "target"      # "target": logit[t] (or logit[t] - logit[contrast]); "finer": Finer-CAM's target
 
 
 METHODS: dict[str, CamMethod] = {m.name: m for m in (
-    CamMethod("gradcam", GradCAM),
-    CamMethod("gradcam++", GradCAMPlusPlus),
-    CamMethod("xgradcam", XGradCAM),
-    CamMethod("layercam", LayerCAM),
-    CamMethod("hirescam", HiResCAM),
-    CamMethod("gradcamelementwise", GradCAMElementWise),
-    CamMethod("eigengradcam", EigenGradCAM),
-    CamMethod("eigencam", EigenCAM, gradients=False),
-    CamMethod("kpcacam", KPCA_CAM, gradients=False),
-    CamMethod("finercam", GradCAM, score="finer"),
+    CamMethod("gradcam", "Grad-CAM", GradCAM),
+    CamMethod("gradcam++", "Grad-CAM++", GradCAMPlusPlus),
+    CamMethod("xgradcam", "XGrad-CAM", XGradCAM),
+    CamMethod("layercam", "LayerCAM", LayerCAM),
+    CamMethod("hirescam", "HiResCAM", HiResCAM),
+    CamMethod("gradcamelementwise", "Grad-CAM element-wise", GradCAMElementWise),
+    CamMethod("eigengradcam", "EigenGrad-CAM", EigenGradCAM),
+    CamMethod("eigencam", "Eigen-CAM", EigenCAM, gradients=False),
+    CamMethod("kpcacam", "KPCA-CAM", KPCA_CAM, gradients=False),
+    CamMethod("finercam", "Finer-CAM", GradCAM, score="finer"),
 )}
 # name -> library class, in display order (kept for callers that only need the names)
 ONE_PASS_METHODS: dict[str, type[BaseCAM]] = {name: m.library for name, m in METHODS.items()}

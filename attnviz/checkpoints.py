@@ -28,7 +28,16 @@ from .errors import CheckpointError, TargetError
 MAX_CHECKPOINT_BYTES = 1024 * 1024 * 1024   # 1 GiB
 MAX_TENSOR_ELEMENTS = 500_000_000          # no single weight of a supported network comes near this
 SAFETENSORS = (".safetensors",)
-PICKLED = (".pth", ".pt", ".bin", ".ckpt", ".tar", ".pkl")
+# ".pth.tar" is how the official CBAM / Triplet releases are named; ".tar" alone is the same container.
+PICKLED = (".pth", ".pth.tar", ".pt", ".bin", ".ckpt", ".tar", ".pkl")
+# Every file name ending the reader accepts: the page's upload widget offers exactly these.
+CHECKPOINT_SUFFIXES: tuple[str, ...] = SAFETENSORS + PICKLED
+
+
+def checkpoint_suffix(name: str | Path) -> str:
+    """The accepted ending of a file name (longest match, lower case), or "" when it has none."""
+    lower = Path(name).name.lower()
+    return max((s for s in CHECKPOINT_SUFFIXES if lower.endswith(s)), key=len, default="")
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -50,7 +59,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError("The checkpoint file is empty.")
     if size > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(f"The checkpoint is {size / 2**20:.0f} MB; the limit is {MAX_CHECKPOINT_BYTES / 2**20:.0f} MB.")
-    suffix = path.suffix.lower()
+    suffix = checkpoint_suffix(path)
     if suffix in SAFETENSORS:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -75,7 +84,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
             raise CheckpointError(f"This file is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:200]}).") from None
     else:
-        raise CheckpointError(f"Unsupported checkpoint type {suffix or '(none)'}: use .safetensors or .pth/.pt.")
+        raise CheckpointError(f"Unsupported checkpoint type {path.suffix.lower() or '(none)'}: use "
+                              f"{', '.join(CHECKPOINT_SUFFIXES)}.")
     try:
         state = models.unwrap_state_dict(raw)
     except ValueError as exc:

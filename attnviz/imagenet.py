@@ -149,6 +149,7 @@ def imagenet_classes() -> tuple[str, ...]:
 
 def build_network(src: ImageNetSource) -> nn.Module:
     """The architecture with random weights (never ``pretrained=True``: that would download)."""
+    register_external_adapters()  # here, not in provider(): listing the models must not import timm (~23 MB)
     if src.library == "torchvision":
         import torchvision
 
@@ -176,7 +177,6 @@ def spec_for(src: ImageNetSource) -> ModelSpec:
 
 
 def provider() -> list[ModelSpec]:
-    register_external_adapters()
     return [spec_for(s) for s in SOURCES]
 
 

@@ -15,24 +15,37 @@ from typing import Sequence
 
 import numpy as np
 
-from . import render
+from . import render, zoo
 from .engine import DEFAULT_METHODS, ProgressFn, check_methods, compare
 from .errors import AttnvizError, LimitExceededError
 from .images import ImageSource, decode_image, load_mask
 from .localisation import box_mask, score_comparison
 from .report import prediction_rows, report_dict
 from .results import Comparison
+from .specs import ModelSpec
 
-MAX_MODELS_PER_REQUEST = int(os.environ.get("ATTNVIZ_MAX_MODELS", "12"))
+# One request with all 13 bundled models (Grad-CAM + Grad-CAM++) took 0.5-14 s warm (medians 2.4-7.5 s) on
+# 2 busy shared cores (benchmarks/compare_all.py, BENCHMARKS.md), far inside REQUEST_TIMEOUT_S; 16 leaves
+# room for the bundled ViT and a few more.
+MAX_MODELS_PER_REQUEST = int(os.environ.get("ATTNVIZ_MAX_MODELS", "16"))
 MAX_SLOW_MODELS = int(os.environ.get("ATTNVIZ_MAX_SLOW_MODELS", "2"))
 REQUEST_TIMEOUT_S = float(os.environ.get("ATTNVIZ_REQUEST_TIMEOUT_S", "300"))
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
+
+# Shown with the results (page: #ood-note; CLI and API: the report's "warnings") when a bundled-zoo model
+# sees an input that is not a benchmark scene. The class list is the bundled model cards' (a test checks).
+OOD_NOTE = ("The bundled models know only 11 drawn shapes (circle, ring, triangle, square, pentagon, hexagon, "
+            "star, cross, crescent, arrow, heart) on synthetic scenes. This input is not such a scene, so their "
+            "answer is always one of these shapes and its percentage says nothing about what the picture shows. "
+            "Their heatmaps still show which shape-like parts (outlines, corners, round or pointed blobs, strong "
+            "contrast) drove that answer. For photos, use ImageNet models (`attnviz weights download --set "
+            "imagenet`, then restart the page) or load your own checkpoint.")
 
 
 @dataclass
 class Request:
     image: ImageSource
-    models: Sequence[str]
+    models: Sequence[str | ModelSpec]                # registry names, or specs (a page session's checkpoints)
     methods: Sequence[str] = DEFAULT_METHODS
     target: str | int | None = None
     layer: str | Sequence[str] | None = None        # several names: fused layers
@@ -58,6 +71,7 @@ class PageResult:
     report: dict
     mask_source: str = ""                           # "benchmark scene", "drawn box", "mask file", ""
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # about the whole result, e.g. [OOD_NOTE]
 
 
 def image_digest(image: np.ndarray) -> str:
@@ -78,8 +92,35 @@ def known_scene_masks() -> dict[str, np.ndarray]:
     return out
 
 
-def check_limits(models: Sequence[str], methods: Sequence[str]) -> None:
-    if len(models) > MAX_MODELS_PER_REQUEST:
+def resolve_specs(models: Sequence[str | ModelSpec]) -> list[ModelSpec]:
+    """Specs for names (registry) and specs (kept as they are); an unknown name is a readable error."""
+    return [m if isinstance(m, ModelSpec) else zoo.get_spec(m) for m in models]
+
+
+def shared_layers(specs: Sequence[ModelSpec]) -> list[str]:
+    """CAM layers every one of ``specs`` offers, in the first spec's order (the page's layer choices)."""
+    if not specs:
+        return []
+    common = set(specs[0].layers).intersection(*(s.layers for s in specs[1:]))
+    return [layer for layer in specs[0].layers if layer in common]
+
+
+def out_of_domain_warnings(specs: Sequence[ModelSpec], benchmark_input: bool) -> list[str]:
+    """[OOD_NOTE] when a bundled-zoo model is shown something other than a benchmark scene."""
+    return [OOD_NOTE] if not benchmark_input and any(s.source == "bundled zoo" for s in specs) else []
+
+
+def render_grid(comparison: Comparison, *, opacity: float = 0.5, shared_scale: bool = False, cmap: str = "jet",
+                dark: bool = False) -> np.ndarray:
+    """The side-by-side grid of a stored comparison: display settings change the picture, no model runs."""
+    if cmap not in render.COLORMAPS:
+        raise AttnvizError(f"Unknown colour map {cmap!r}; choose from {', '.join(render.COLORMAPS)}.")
+    return render.grid(comparison, opacity=float(opacity), cmap=cmap, shared_scale=shared_scale,
+                       palette=render.DARK if dark else render.LIGHT)
+
+
+def check_limits(models: Sequence[str | ModelSpec], methods: Sequence[str]) -> None:
+    if len(models) > MAX_MODELS_PER_REQUEST:  # read at call time: tests and the page may lower it
         raise LimitExceededError(f"{len(models)} models were selected; the limit is {MAX_MODELS_PER_REQUEST} "
                                  f"per request.")
     slow = [m for m in methods if m in ("scorecam", "ablationcam")]
@@ -99,6 +140,7 @@ def run(request: Request, progress: ProgressFn | None = None, comparison: Compar
         raise AttnvizError("Choose at least one model.")
     methods = check_methods(request.methods)
     check_limits(models, methods)
+    specs = resolve_specs(models)
     image = decode_image(request.image) if comparison is None else comparison.image
     mask, mask_source = request.mask, "mask file" if request.mask is not None else ""
     if mask is not None and mask.shape != image.shape[:2]:
@@ -106,18 +148,21 @@ def run(request: Request, progress: ProgressFn | None = None, comparison: Compar
                            f"{image.shape[1]}x{image.shape[0]}.")
     if mask is None and request.box is not None:
         mask, mask_source = box_mask(request.box, image.shape[:2]), "drawn box"
-    if mask is None:
-        mask = known_scene_masks().get(image_digest(image))
-        mask_source = "benchmark scene" if mask is not None else ""
+    known = known_scene_masks().get(image_digest(image))
+    # A benchmark scene: a bundled example (recognised by its pixels) or an image that comes with its mask.
+    benchmark_input = known is not None or request.mask is not None
+    if mask is None and known is not None:
+        mask, mask_source = known, "benchmark scene"
     if comparison is None:
-        comparison = compare(models, image, methods, request.target, request.layer, progress=progress, mask=mask,
+        comparison = compare(specs, image, methods, request.target, request.layer, progress=progress, mask=mask,
                              timeout_s=REQUEST_TIMEOUT_S, device=request.device, contrast=request.contrast,
                              eigen_smooth=request.eigen_smooth, aug_smooth=request.aug_smooth, amp=request.amp)
     else:
         comparison.mask = mask
-    grid = render.grid(comparison, opacity=request.opacity, cmap=request.cmap, shared_scale=request.shared_scale)
+    grid = render_grid(comparison, opacity=request.opacity, cmap=request.cmap, shared_scale=request.shared_scale)
     scores = score_comparison(comparison)
-    report = report_dict(comparison, scores, request.source)
+    warnings = out_of_domain_warnings(specs, benchmark_input)
+    report = report_dict(comparison, scores, request.source, warnings)
     report["mask_source"] = mask_source
     notes = sorted({w for e in comparison.explanations for w in e.warnings})
-    return PageResult(comparison, grid, prediction_rows(comparison), scores, report, mask_source, notes)
+    return PageResult(comparison, grid, prediction_rows(comparison), scores, report, mask_source, notes, warnings)

@@ -6,13 +6,16 @@ exactly the same pictures.
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .cam import METHODS
 from .results import AttentionMap, Comparison, Explanation
 
 COLORMAPS: dict[str, int] = {
@@ -23,11 +26,29 @@ COLORMAPS: dict[str, int] = {
     "magma": cv2.COLORMAP_MAGMA,
 }
 METHOD_TITLES: dict[str, str] = {
-    "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM", "layercam": "LayerCAM",
-    "hirescam": "HiResCAM", "scorecam": "Score-CAM", "eigencam": "Eigen-CAM", "ablationcam": "Ablation-CAM",
+    **{name: m.title for name, m in METHODS.items()},
+    "rollout": "Attention rollout", "grad-rollout": "Grad-rollout", "scorecam": "Score-CAM",
+    "ablationcam": "Ablation-CAM",
 }
 WHITE = (255, 255, 255)
 INK = (30, 30, 30)
+
+
+@dataclass(frozen=True)
+class Palette:
+    """Colours of everything that is not data (background, text, placeholders, bars)."""
+
+    paper: tuple[int, int, int] = WHITE
+    ink: tuple[int, int, int] = INK
+    muted_paper: tuple[int, int, int] = (240, 240, 240)
+    muted_ink: tuple[int, int, int] = (120, 120, 120)
+    axis: tuple[int, int, int] = (0, 0, 0)
+
+
+LIGHT = Palette()
+# The page in dark mode: the same pictures on the page's own dark background (downloads stay LIGHT).
+DARK = Palette(paper=(11, 15, 25), ink=(229, 231, 235), muted_paper=(31, 41, 55), muted_ink=(156, 163, 175),
+               axis=(209, 213, 219))
 MASK_COLOUR = (0, 255, 0)
 HEADER_H = 28          # grid: height of the column-title row
 LABEL_W = 190          # grid: width of the row-label column
@@ -111,31 +132,44 @@ def cam_cell(expl: Explanation, method: str, *, opacity: float = 0.5, cmap: str 
     return _square(out, size) if size else out
 
 
-def _stage_of_layer(layer: str) -> str:
-    return layer.split(".")[0] if layer else ""
+_AFTER_STAGE = re.compile(r"^[a-z_]+?(\d+)$")   # heads named after their stage: cc3, danet3, nl2, bam1
+
+
+def stage_of_layer(layer: str) -> str:
+    """The stage a CAM layer belongs to, in the recorder's terms: "layer2.1" -> "layer2", "cc3" -> "layer3"."""
+    head = layer.split(".")[0] if layer else ""
+    found = _AFTER_STAGE.match(head)
+    return f"layer{found.group(1)}" if found and not head.startswith("layer") else head
 
 
 def primary_attention(expl: Explanation) -> AttentionMap | None:
-    """The map that stands for the module in the grid: a spatial stage summary at the CAM layer's stage
-    (else the deepest spatial summary), else the deepest channel summary, else None."""
-    spatial = [s for s in expl.stage_summaries if s.layout == "spatial"]
-    same = [s for s in spatial if s.stage == _stage_of_layer(expl.layer)]
-    if same:
-        return same[-1]
-    if spatial:
-        return spatial[-1]
-    channel = [s for s in expl.stage_summaries if s.layout == "channel"]
-    if channel:
-        return channel[-1]
+    """The map that stands for the module in the grid, at the stage of the chosen CAM layer.
+
+    At that stage: the spatial stage summary, else the channel one (SE / ECA). A module that has no map
+    at that stage (Non-local sits after layer2 only) shows its deepest spatial, else channel, summary;
+    a spatial transformer shows its sampled region.
+    """
+    stage = stage_of_layer(expl.layer)
+    for layout in ("spatial", "channel"):
+        same = [s for s in expl.stage_summaries if s.layout == layout and s.stage == stage]
+        if same:
+            return same[-1]
+    for layout in ("spatial", "channel"):
+        found = [s for s in expl.stage_summaries if s.layout == layout]
+        if found:
+            return found[-1]
     return next((m for m in expl.attention_maps if m.layout == "affine"), None)
 
 
-def attention_cell(expl: Explanation, size: int, opacity: float = 0.5, cmap: str = "jet") -> np.ndarray:
+def attention_cell(expl: Explanation, size: int, opacity: float = 0.5, cmap: str = "jet",
+                   palette: Palette = LIGHT) -> np.ndarray:
     """The grid's attention column: the module's own map, or a placeholder for a baseline."""
     amap = primary_attention(expl)
     if amap is None:
-        return text_image(["no attention module"], size, size, 13, (240, 240, 240), (120, 120, 120), center=True)
-    return attention_map_image(amap, expl.image, size, opacity, cmap, title=f"{amap.stage} {amap.name.split(' ')[0]}")
+        return text_image(["no attention module"], size, size, 13, palette.muted_paper, palette.muted_ink,
+                          center=True)
+    return attention_map_image(amap, expl.image, size, opacity, cmap, title=f"{amap.stage} {amap.name.split(' ')[0]}",
+                               palette=palette)
 
 
 def cam_peak(expl: Explanation) -> tuple[float, float]:
@@ -194,10 +228,10 @@ def region_image(theta: np.ndarray, image: np.ndarray | None, size: int) -> np.n
 
 
 def bar_chart(values: np.ndarray, width: int = 320, height: int = 120, title: str = "", vmin: float = 0.0,
-              vmax: float = 1.0, highlight_top: int = 0) -> np.ndarray:
+              vmax: float = 1.0, highlight_top: int = 0, palette: Palette = LIGHT) -> np.ndarray:
     """Channel weights as bars; more channels than pixels are binned (bar = bin max, dark line = bin mean)."""
     values = np.asarray(values, np.float32).reshape(-1)
-    im = np.full((height, width, 3), 255, np.uint8)
+    im = np.full((height, width, 3), palette.paper, np.uint8)
     top_pad = 18 if title else 4
     plot_h = height - top_pad - 4
     n = len(values)
@@ -218,17 +252,17 @@ def bar_chart(values: np.ndarray, width: int = 320, height: int = 120, title: st
         cv2.rectangle(im, (x0, height - 4 - hmax), (x1 - 1, height - 4), colour, -1)
         if edges[i + 1] - edges[i] > 1:
             cv2.line(im, (x0, height - 4 - hmean), (x1 - 1, height - 4 - hmean), (20, 40, 90), 1)
-    cv2.line(im, (2, height - 4), (width - 2, height - 4), (0, 0, 0), 1)
+    cv2.line(im, (2, height - 4), (width - 2, height - 4), palette.axis, 1)
     if title:
-        im[:top_pad] = text_image([title], width, top_pad, 12)[:top_pad]
+        im[:top_pad] = text_image([title], width, top_pad, 12, palette.paper, palette.ink)[:top_pad]
     return im
 
 
 def profile_plot(values: np.ndarray, width: int = 320, height: int = 120, title: str = "",
-                 vertical: bool = False) -> np.ndarray:
+                 vertical: bool = False, palette: Palette = LIGHT) -> np.ndarray:
     """A line plot of a 1-D profile in [0, 1] (CA's per-row / per-column weights)."""
     values = np.asarray(values, np.float32).reshape(-1)
-    im = np.full((height, width, 3), 255, np.uint8)
+    im = np.full((height, width, 3), palette.paper, np.uint8)
     top_pad = 18 if title else 4
     n = len(values)
     lo, hi = float(values.min()), float(values.max())
@@ -242,39 +276,42 @@ def profile_plot(values: np.ndarray, width: int = 320, height: int = 120, title:
     pts = np.stack([xs, ys], axis=1).round().astype(np.int32)
     cv2.polylines(im, [pts], False, (200, 60, 40), 2, cv2.LINE_AA)
     for p in pts:
-        cv2.circle(im, tuple(int(v) for v in p), 2, (30, 30, 30), -1)
+        cv2.circle(im, tuple(int(v) for v in p), 2, palette.ink, -1)
     caption = f"{title}  [{lo:.2f}..{hi:.2f}]" if title else f"[{lo:.2f}..{hi:.2f}]"
-    im[:18] = text_image([caption], width, 18, 12)
+    im[:18] = text_image([caption], width, 18, 12, palette.paper, palette.ink)
     return im
 
 
 def matrix_image(values: np.ndarray, size: int = 160, cmap: str = "viridis",
-                 axes: tuple[str, str] = ("", "")) -> np.ndarray:
+                 axes: tuple[str, str] = ("", ""), palette: Palette = LIGHT) -> np.ndarray:
     """A 2-D map (e.g. Triplet's C x W plane) as an image, min-max scaled, nearest-neighbour upscaled."""
     values = np.asarray(values, np.float32)
     lo, hi = float(values.min()), float(values.max())
     img = colorize(values, cmap, lo, hi if hi > lo else lo + 1)
     pad = 16
     img = _resize(img, (size - pad, size - pad), nearest=True)
-    out = np.full((size, size, 3), 255, np.uint8)
+    out = np.full((size, size, 3), palette.paper, np.uint8)
     out[pad:, pad:] = img
     if axes[0]:
-        out[pad:, :pad] = np.rot90(text_image([f"{axes[0]} ({values.shape[0]})"], size - pad, pad, 11)).copy()
+        out[pad:, :pad] = np.rot90(text_image([f"{axes[0]} ({values.shape[0]})"], size - pad, pad, 11,
+                                              palette.paper, palette.ink)).copy()
     if axes[1]:
-        out[:pad, pad:] = text_image([f"{axes[1]} ({values.shape[1]})"], size - pad, pad, 11)
+        out[:pad, pad:] = text_image([f"{axes[1]} ({values.shape[1]})"], size - pad, pad, 11, palette.paper,
+                                     palette.ink)
     return out
 
 
-def _titled(img: np.ndarray, title: str, font: int = 12) -> np.ndarray:
+def _titled(img: np.ndarray, title: str, font: int = 12, palette: Palette = LIGHT) -> np.ndarray:
     if not title:
         return img
-    band = text_image([title if len(title) <= 44 else "…" + title[-43:]], img.shape[1], 18, font)
+    band = text_image([title if len(title) <= 44 else "…" + title[-43:]], img.shape[1], 18, font, palette.paper,
+                      palette.ink)
     return np.concatenate([band, img], axis=0)
 
 
 def attention_map_image(amap: AttentionMap, image: np.ndarray | None, size: int = 200, opacity: float = 0.5,
                         cmap: str = "jet", title: str | None = None,
-                        query: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+                        query: tuple[float, float] = (0.5, 0.5), palette: Palette = LIGHT) -> np.ndarray:
     """Draw one attention map according to its layout; the title is the map's label unless given.
 
     ``query`` (x, y fractions of the image) picks the query position of "affinity" maps.
@@ -290,26 +327,27 @@ def attention_map_image(amap: AttentionMap, image: np.ndarray | None, size: int 
         else:
             body = _square(colorize(amap.data, cmap, 0.0, 1.0), size)
     elif amap.layout == "channel":
-        body = bar_chart(amap.data, size, size, vmin=0.0, vmax=1.0, highlight_top=5)
+        body = bar_chart(amap.data, size, size, vmin=0.0, vmax=1.0, highlight_top=5, palette=palette)
     elif amap.layout in ("profile_h", "profile_w"):
         body = profile_plot(amap.data, size, size, "rows" if amap.layout == "profile_h" else "columns",
-                            vertical=amap.layout == "profile_h")
+                            vertical=amap.layout == "profile_h", palette=palette)
     else:
         axes = (amap.axes[0], amap.axes[1]) if len(amap.axes) >= 2 else ("", "")
-        body = matrix_image(amap.data, size, "viridis", axes)
-    return _titled(body, title)
+        body = matrix_image(amap.data, size, "viridis", axes, palette=palette)
+    return _titled(body, title, palette=palette)
 
 
-def colorbar(cmap: str, vmin: float, vmax: float, height: int = 160, width: int = COLORBAR_W) -> np.ndarray:
+def colorbar(cmap: str, vmin: float, vmax: float, height: int = 160, width: int = COLORBAR_W,
+             palette: Palette = LIGHT) -> np.ndarray:
     """A vertical colour bar with its top, middle and bottom values written beside it."""
     ramp = np.linspace(1, 0, max(2, height - 16))[:, None].repeat(14, axis=1)
     bar = colorize(ramp, cmap, 0, 1)
-    out = np.full((height, width, 3), 255, np.uint8)
+    out = np.full((height, width, 3), palette.paper, np.uint8)
     out[8:8 + bar.shape[0], 4:18] = bar
     for frac in (0.0, 0.5, 1.0):
         value = vmax - frac * (vmax - vmin)
         y = int(8 + frac * (bar.shape[0] - 1))
-        label = text_image([f"{value:.3g}"], width - 20, 14, 10)
+        label = text_image([f"{value:.3g}"], width - 20, 14, 10, palette.paper, palette.ink)
         top = int(np.clip(y - 7, 0, height - 14))
         out[top:top + 14, 20:width] = label
     return out
@@ -323,47 +361,65 @@ def _draw_mask_contour(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+# An extra grid column: its title and how to draw one row's cell (explanation, comparison, cell size, palette).
+ExtraColumn = tuple[str, Callable[[Explanation, Comparison, int, Palette], np.ndarray]]
+
+
 def grid_shape(n_models: int, n_methods: int, cell: int = 160, include_attention: bool = True,
-               shared_scale: bool = False) -> tuple[int, int]:
+               shared_scale: bool = False, extra_columns: int = 0) -> tuple[int, int]:
     """(height, width) of :func:`grid` for a layout, so callers and tests can rely on it."""
-    cols = 1 + n_methods + (1 if include_attention else 0)
+    cols = 1 + n_methods + (1 if include_attention else 0) + extra_columns
     width = LABEL_W + cols * (cell + GAP) + GAP + (COLORBAR_W + GAP if shared_scale else 0)
     height = HEADER_H + n_models * (cell + GAP) + GAP
     return height, width
 
 
+def input_cell(expl: Explanation, comparison: Comparison, cell: int) -> np.ndarray:
+    """The model's view of the input, with the known object's outline when there is one."""
+    base = expl.image if expl.image is not None else comparison.image
+    first = _square(base, cell)
+    if comparison.mask is not None and expl.image is not None:
+        from .localisation import mask_for_view
+
+        view_mask = mask_for_view(comparison.mask, comparison.image.shape[:2], expl.image.shape[0],
+                                  expl.view_resize or expl.image.shape[0])
+        first = _draw_mask_contour(first, view_mask)
+    return first
+
+
+def row_label(expl: Explanation) -> list[str]:
+    top = expl.top1
+    return [expl.display_name[:24], f"top-1: {top.label} {top.probability:.0%}"[:28],
+            f"target: {expl.target.label}"[:28], f"layer: {expl.layer}"[:28]]
+
+
 def grid(comparison: Comparison, *, methods: Sequence[str] | None = None, opacity: float = 0.5,
          cmap: str = "jet", shared_scale: bool = False, include_attention: bool = True,
-         cell: int = 160) -> np.ndarray:
-    """Rows = models; columns = input, one overlay per method, the module's own map (+ colour bar)."""
+         cell: int = 160, palette: Palette = LIGHT, extra_columns: Sequence[ExtraColumn] = ()) -> np.ndarray:
+    """Rows = models; columns = input, one overlay per method, the module's own map, any ``extra_columns``
+    (+ a colour bar on a shared scale). Pure: re-rendering a stored comparison runs no model."""
     methods = list(methods or comparison.methods)
-    height, width = grid_shape(len(comparison.explanations), len(methods), cell, include_attention, shared_scale)
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    titles = ["input"] + [METHOD_TITLES.get(m, m) for m in methods] + (["attention module"] if include_attention else [])
+    height, width = grid_shape(len(comparison.explanations), len(methods), cell, include_attention, shared_scale,
+                               len(extra_columns))
+    canvas = np.full((height, width, 3), palette.paper, np.uint8)
+    titles = (["input"] + [METHOD_TITLES.get(m, m) for m in methods] +
+              (["attention module"] if include_attention else []) + [t for t, _ in extra_columns])
     for c, title in enumerate(titles):
         x = LABEL_W + GAP + c * (cell + GAP)
-        canvas[:HEADER_H, x:x + cell] = text_image([title], cell, HEADER_H, 14, center=True)
+        canvas[:HEADER_H, x:x + cell] = text_image([title], cell, HEADER_H, 14, palette.paper, palette.ink,
+                                                   center=True)
     vmaxes = {m: shared_vmax(comparison, m) for m in methods} if shared_scale else {}
     for r, expl in enumerate(comparison.explanations):
         y = HEADER_H + GAP + r * (cell + GAP)
-        top = expl.top1
-        label = [expl.display_name[:24], f"top-1: {top.label} {top.probability:.0%}"[:28],
-                 f"target: {expl.target.label}"[:28], f"layer: {expl.layer}"[:28]]
-        canvas[y:y + cell, :LABEL_W] = text_image(label, LABEL_W, cell, 13)
-        base = expl.image if expl.image is not None else comparison.image
-        first = _square(base, cell)
-        if comparison.mask is not None and expl.image is not None:
-            from .localisation import mask_for_view
-
-            view_mask = mask_for_view(comparison.mask, comparison.image.shape[:2], expl.image.shape[0],
-                                      expl.view_resize or expl.image.shape[0])
-            first = _draw_mask_contour(first, view_mask)
-        cells = [first]
+        canvas[y:y + cell, :LABEL_W] = text_image(row_label(expl), LABEL_W, cell, 13, palette.paper, palette.ink)
+        cells = [input_cell(expl, comparison, cell)]
         for m in methods:
             cells.append(cam_cell(expl, m, opacity=opacity, cmap=cmap, shared_vmax=vmaxes.get(m), size=cell)
-                         if m in expl.cams else text_image(["not computed"], cell, cell, 12, center=True))
+                         if m in expl.cams else text_image(["not computed"], cell, cell, 12, palette.muted_paper,
+                                                           palette.muted_ink, center=True))
         if include_attention:
-            cells.append(_square(attention_cell(expl, cell, opacity, cmap), cell))
+            cells.append(_square(attention_cell(expl, cell, opacity, cmap, palette), cell))
+        cells.extend(_square(draw(expl, comparison, cell, palette), cell) for _, draw in extra_columns)
         for c, img in enumerate(cells):
             x = LABEL_W + GAP + c * (cell + GAP)
             canvas[y:y + cell, x:x + cell] = img
@@ -371,6 +427,30 @@ def grid(comparison: Comparison, *, methods: Sequence[str] | None = None, opacit
         x = width - COLORBAR_W - GAP
         top = max(vmaxes.values())
         canvas[HEADER_H:HEADER_H + min(cell, height - HEADER_H), x:x + COLORBAR_W] = \
-            colorbar(cmap, 0.0, top, min(cell, height - HEADER_H), COLORBAR_W)
-        canvas[:HEADER_H, x:x + COLORBAR_W] = text_image(["shared"], COLORBAR_W, HEADER_H, 12, center=True)
+            colorbar(cmap, 0.0, top, min(cell, height - HEADER_H), COLORBAR_W, palette)
+        canvas[:HEADER_H, x:x + COLORBAR_W] = text_image(["shared"], COLORBAR_W, HEADER_H, 12, palette.paper,
+                                                         palette.ink, center=True)
     return canvas
+
+
+def picker_image(image: np.ndarray, side: int = 384) -> tuple[np.ndarray, float]:
+    """The upload drawn with its longer side at ``side`` px (tiny scenes scaled up, sharp), for clicking
+    an object box; returns the picture and its scale (picture px per upload px)."""
+    h, w = image.shape[:2]
+    scale = side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return _resize(_as_rgb(image), size, nearest=scale >= 2).copy(), scale
+
+
+def mark_picker(picture: np.ndarray, scale: float, box: Sequence[int] | None = None,
+                first: Sequence[int] | None = None) -> np.ndarray:
+    """The box picker with the object box (upload pixels, x0 y0 x1 y1) or its first corner marked."""
+    out = picture.copy()
+    if box is not None:
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), (0, 0, 0), 3)
+        cv2.rectangle(out, (x0, y0), (x1, y1), MASK_COLOUR, 1)
+    if first is not None:
+        out = _marker(out, ((first[0] + 0.5) * scale / out.shape[1], (first[1] + 0.5) * scale / out.shape[0]),
+                      MASK_COLOUR)
+    return out

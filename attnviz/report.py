@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .results import Comparison, Explanation
+from .results import AttentionMap, Comparison, Explanation
 
 PACKAGES = ("torch", "torchvision", "gradio", "grad-cam", "numpy", "opencv-python-headless", "safetensors", "timm")
 
@@ -32,6 +32,39 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# Relative spread below which a gate counts as constant: float32 noise, not a weighting.
+CONSTANT_GATE_TOLERANCE = 1e-6
+_GATE_AXES = {"channel": "channels", "spatial": "positions", "profile_h": "rows", "profile_w": "columns"}
+
+
+def dead_gate(amap: AttentionMap) -> str:
+    """A short label when a gate gives every channel / position the same weight, else "".
+
+    Such a gate only rescales its input by one number (SE's excitation at sigmoid(0) = 0.5 when its
+    hidden ReLU units are all off), so its map carries no attention. Maps of several values only.
+    """
+    axis = _GATE_AXES.get(amap.layout)
+    if axis is None or np.size(amap.data) < 2:
+        return ""
+    data = np.asarray(amap.data, np.float64)
+    if not np.isfinite(data).all():
+        return ""
+    lo, hi = float(data.min()), float(data.max())
+    if hi - lo > CONSTANT_GATE_TOLERANCE * max(1.0, abs(hi)):
+        return ""
+    return f"dead gate: {hi:.3g} on all {data.size} {axis}"
+
+
+def dead_gates(e: Explanation) -> list[dict]:
+    """Every block map of ``e`` whose gate is constant (see :func:`dead_gate`)."""
+    out = []
+    for m in e.attention_maps:
+        label = dead_gate(m)
+        if label:
+            out.append({"block": m.block, "map": m.name, "value": float(m.data.reshape(-1)[0]), "label": label})
+    return out
+
+
 def explanation_record(e: Explanation) -> dict:
     return {
         "model": e.model,
@@ -45,6 +78,7 @@ def explanation_record(e: Explanation) -> dict:
         "methods": list(e.cams),
         "cam_peak_xy": {m: _peak(c.heatmap) for m, c in e.cams.items()},
         "attention_maps": len(e.attention_maps),
+        "dead_gates": dead_gates(e),
         "logits": [float(f"{v:.7g}") for v in e.logits.tolist()],
         "timings_ms": {k: round(v, 2) for k, v in e.timings.items()},
         "warnings": e.warnings,
@@ -63,12 +97,14 @@ def _peak(heat: np.ndarray) -> list[int]:
 
 
 def report_dict(comparison: Comparison, scores: dict[str, dict[str, dict[str, float]]] | None = None,
-                source: str = "") -> dict:
-    """The JSON report: models, weights hashes, target, methods, predictions, timings, versions."""
+                source: str = "", warnings: list[str] | None = None) -> dict:
+    """The JSON report: models, weights hashes, target, methods, predictions, timings, versions, and
+    ``warnings`` about the whole comparison (e.g. bundled models shown a photo)."""
     return {
         "attnviz_report": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": source,
+        "warnings": list(warnings or []),
         "image_size": list(comparison.image.shape[:2]),
         "target_request": comparison.target_request,
         "methods": list(comparison.methods),
@@ -89,8 +125,8 @@ def agreement_rows(comparison: Comparison) -> list[dict]:
             for (model, method), numbers in comparison.agreement.items()]
 
 
-def report_json(comparison: Comparison, scores=None, source: str = "") -> str:
-    return json.dumps(report_dict(comparison, scores, source), indent=2)
+def report_json(comparison: Comparison, scores=None, source: str = "", warnings: list[str] | None = None) -> str:
+    return json.dumps(report_dict(comparison, scores, source, warnings), indent=2)
 
 
 def maps_npz_bytes(comparison: Comparison) -> bytes:

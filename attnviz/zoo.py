@@ -177,6 +177,20 @@ def loaded_models() -> list[LoadedModel]:
         return list(_cache.values())
 
 
+def evict(name_or_spec: str | ModelSpec) -> bool:
+    """Drop one model from the cache (a page session's uploaded checkpoint when the session ends).
+
+    Given a spec, only that spec's entry goes: another session's model of the same name stays.
+    """
+    name = name_or_spec if isinstance(name_or_spec, str) else name_or_spec.name
+    with _cache_lock:
+        keys = [k for k, hit in _cache.items() if k[0] == name and
+                not (isinstance(name_or_spec, ModelSpec) and hit.spec is not name_or_spec)]
+        for key in keys:  # every device's copy
+            del _cache[key]
+        return bool(keys)
+
+
 def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()

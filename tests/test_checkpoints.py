@@ -212,16 +212,17 @@ def test_official_release_loads_through_the_page_handlers_with_the_same_logits(t
     name = "cbam_resnet50"
     state = _random_state(name, seed=1)
     ckpt = _official_file(tmp_path, name, state)
-    update, message = ui.on_load_checkpoint(str(ckpt), name, None, ["baseline"])
+    update, message, session = ui.on_load_checkpoint(str(ckpt), name, None, ["baseline"])
     loaded_name = f"{name}@{ckpt.stem}"
-    assert loaded_name in update["value"] and "strict key match" in message
-    _, _, report = ui.api_compare(str(SCENE), loaded_name, "gradcam")
+    assert loaded_name in update["value"] and "strict key match" in message and ckpt.name in message
+    _, _, report = ui.api_compare(str(SCENE), loaded_name, "gradcam", session=session)
     reference = models.build(name).eval()
     reference.load_state_dict(state, strict=True)
     from attnviz.images import decode_image
 
     with torch.no_grad():
-        expected = reference(zoo.get_spec(loaded_name).preprocess(decode_image(SCENE)))[0].numpy()
+        expected = reference(session.specs[loaded_name].preprocess(decode_image(SCENE)))[0].numpy()
+    session.release()
     got = np.asarray(report["models"][0]["logits"], dtype=np.float32)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
 

@@ -47,7 +47,9 @@ def test_app_starts_and_serves_with_no_network_and_never_downloads(tmp_path):
         with pytest.raises(AppError, match=r"tv-resnet50 is not downloaded — run `attnviz weights download tv-resnet50`"):
             client.predict(handle_file(str(SCENE)), "tv-resnet50", api_name="/compare")
         page = __import__("urllib.request").request.urlopen(f"http://127.0.0.1:{port}/config").read().decode()
-        assert "ResNet-50 (torchvision) (tv-resnet50) — not downloaded" in page
+        # listed apart with its command, not offered as a choice that would fail at Compare
+        assert "| ResNet-50 (torchvision) | `attnviz weights download tv-resnet50` |" in page
+        assert "(tv-resnet50)" not in page
     finally:
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
