@@ -157,9 +157,9 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import RECIPE, ZOO_ATTENTION, train_variant
+    from .train import RECIPE, RECIPES, TRAINABLE, ZOO_ATTENTION, train_variant
 
-    recipe = dict(RECIPE)
+    recipe = dict(RECIPES[args.recipe])
     if args.epochs is not None:
         recipe["epochs"] = args.epochs
     if args.scenes is not None:
@@ -169,14 +169,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import REPLICATES_DIR, git_commit
 
     kinds = ZOO_ATTENTION if args.attention == ["all"] else args.attention
-    unknown = [k for k in kinds if k not in ZOO_ATTENTION]
+    unknown = [k for k in kinds if k not in TRAINABLE]
     if unknown:
-        raise AttnvizError(f"Unknown attention type(s) {', '.join(unknown)}; choose from {', '.join(ZOO_ATTENTION)}.")
+        raise AttnvizError(f"Unknown attention type(s) {', '.join(unknown)}; choose from {', '.join(TRAINABLE)}.")
     commit = git_commit()
     replicate = recipe["torch_seed"] != RECIPE["torch_seed"]
     out = Path(args.out) if args.out else (REPLICATES_DIR if replicate else BUNDLED_WEIGHTS_DIR)
     for kind in kinds:
-        train_variant(kind, out, recipe, progress=not args.quiet, commit=commit)
+        train_variant(kind, out, recipe, progress=not args.quiet, commit=commit, device=args.device or "cpu")
     return 0
 
 
@@ -320,12 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train bundled-zoo variants with the shared recipe")
     p.add_argument("--attention", type=_csv, default=["all"],
                    help="comma-separated attention keys: none,se,eca,cbam,triplet,coord,bam,nonlocal,gc,cc,danet,"
-                        "mhsa,stn,vit (default: all)")
+                        "mhsa,stn (default: all of these), or vit (not bundled: see docs/vit_trials)")
     p.add_argument("--out", default=None,
                    help="output folder (default: models/weights; models/weights/replicates with --seed)")
     p.add_argument("--seed", type=int, default=None,
                    help="training seed (initialisation, batch order, augmentation draws); any other seed than the "
                         "recipe's 0 trains a replicate <name>_seed<S> outside the bundled set")
+    p.add_argument("--recipe", choices=["shared", "vit"], default="shared",
+                   help="shared: the zoo's recipe (SGD); vit: the same with AdamW lr 1e-3, weight decay 0.05 "
+                        "(what the zoo's ViT needs; see attnviz/train.py RECIPES)")
+    p.add_argument("--device", default=None, help="cpu (default: the zoo's cards were trained on 2 CPU cores), "
+                                                    "cuda, cuda:N")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--scenes", type=int, default=None, help="training scenes (default: the recipe's)")
     p.add_argument("--quiet", action="store_true")
