@@ -115,8 +115,9 @@ def render_grid(comparison: Comparison, *, opacity: float = 0.5, shared_scale: b
     """The side-by-side grid of a stored comparison: display settings change the picture, no model runs."""
     if cmap not in render.COLORMAPS:
         raise AttnvizError(f"Unknown colour map {cmap!r}; choose from {', '.join(render.COLORMAPS)}.")
+    extra = render.vs_baseline_column(comparison)  # "what attention changed", when a baseline row is there
     return render.grid(comparison, opacity=float(opacity), cmap=cmap, shared_scale=shared_scale,
-                       palette=render.DARK if dark else render.LIGHT)
+                       palette=render.DARK if dark else render.LIGHT, extra_columns=[extra] if extra else [])
 
 
 def check_limits(models: Sequence[str | ModelSpec], methods: Sequence[str]) -> None:

@@ -365,6 +365,67 @@ def _draw_mask_contour(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 ExtraColumn = tuple[str, Callable[[Explanation, Comparison, int, Palette], np.ndarray]]
 
 
+# Diverging colours for "variant minus baseline" maps on the shared scale [-1, 1]: blue where the baseline looks
+# more, near-white where they agree, red where the variant looks more.
+DIVERGING = ((-1.0, (59, 76, 192)), (0.0, (242, 242, 242)), (1.0, (180, 4, 38)))
+
+
+def diverging_colours(values: np.ndarray) -> np.ndarray:
+    """(H, W) values in [-1, 1] -> (H, W, 3) uint8 on :data:`DIVERGING`."""
+    v = np.clip(np.asarray(values, np.float64), -1.0, 1.0)
+    stops = [p for p, _ in DIVERGING]
+    return np.stack([np.interp(v, stops, [c[k] for _, c in DIVERGING]) for k in range(3)], axis=-1).round().astype(
+        np.uint8)
+
+
+def difference_cell(diff: np.ndarray, view: np.ndarray | None, size: int, numbers: dict[str, float] | None,
+                    palette: Palette = LIGHT) -> np.ndarray:
+    """A variant-minus-baseline map over the model's view (faint), with its agreement numbers underneath."""
+    strip = 18 if numbers else 0
+    side = size - strip
+    colour = diverging_colours(_resize(np.asarray(diff, np.float32), (side, side)))
+    if view is not None:
+        grey = cv2.cvtColor(cv2.cvtColor(_square(view, side), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        colour = cv2.addWeighted(grey, 0.25, colour, 0.75, 0.0)
+    if not numbers:
+        return colour
+    out = np.empty((size, size, 3), np.uint8)
+    out[:] = palette.paper
+    left = (size - side) // 2
+    out[:side, left:left + side] = colour
+    caption = f"rho {numbers['spearman']:.2f}  IoU {numbers['top20_iou']:.2f}  d {numbers['peak_distance_pct']:.0f}%"
+    out[side:] = text_image([caption], size, strip, 11, palette.paper, palette.ink, center=True)
+    return out
+
+
+def vs_baseline_column(comparison: Comparison, method: str | None = None) -> ExtraColumn | None:
+    """The "vs baseline" column: each variant's map of ``method`` (default: the first) minus the baseline row's.
+    None when the comparison has no attention-free row to compare with, or nothing else."""
+    from .agreement import baseline_row, difference_map
+
+    base = baseline_row(comparison.explanations)
+    method = method or (comparison.methods[0] if comparison.methods else None)
+    if base is None or len(comparison.explanations) < 2 or method not in base.cams:
+        return None
+
+    def draw(expl: Explanation, comp: Comparison, cell: int, palette: Palette) -> np.ndarray:
+        if expl is base:  # the reference row carries the legend of the diverging scale
+            legend = text_image(["reference row", "", "variant minus baseline", "(both scaled to [0, 1])", "",
+                                 "red: the variant looks more", "blue: the baseline looks more"], cell, cell - 22, 11,
+                                palette.muted_paper, palette.muted_ink, center=True)
+            bar = diverging_colours(np.tile(np.linspace(-1, 1, cell - 16), (14, 1)))
+            foot = np.empty((22, cell, 3), np.uint8)
+            foot[:] = palette.muted_paper
+            foot[2:16, 8:cell - 8] = bar
+            return np.concatenate([legend, foot], axis=0)
+        if method not in expl.cams:
+            return text_image(["not computed"], cell, cell, 12, palette.muted_paper, palette.muted_ink, center=True)
+        diff = difference_map(expl.cams[method].heatmap, base.cams[method].heatmap)
+        return difference_cell(diff, expl.image, cell, comp.agreement.get((expl.model, method)), palette)
+
+    return (f"vs baseline: {METHOD_TITLES.get(method, method)}", draw)
+
+
 def grid_shape(n_models: int, n_methods: int, cell: int = 160, include_attention: bool = True,
                shared_scale: bool = False, extra_columns: int = 0) -> tuple[int, int]:
     """(height, width) of :func:`grid` for a layout, so callers and tests can rely on it."""

@@ -39,6 +39,8 @@ from .specs import ModelSpec  # noqa: E402
 log = logging.getLogger("attnviz.ui")
 
 DEFAULT_SELECTION = ("baseline", "se", "cbam", "triplet", "coord")
+EIGEN_SMOOTH = "eigen smooth"
+AUG_SMOOTH = "augmentation smooth"
 TOP1 = "top-1 (each model)"
 DEFAULT_LAYER = "each model's default"
 DOWNLOAD_ROOT = Path(os.environ.get("ATTNVIZ_TMP", tempfile.gettempdir())) / "attnviz-downloads"
@@ -49,6 +51,8 @@ QUERY_VIEW_PX = 256
 PICKER_PX = 384          # the object-box picker: tiny scenes are drawn this large
 PREDICTION_COLUMNS = ["model", "rank", "class", "probability", "target"]
 SCORE_COLUMNS = ["model", "map", "pointing game", "energy on object", "IoU"]
+AGREEMENT_COLUMNS = ["model", "map", "Spearman", "top-20 % IoU", "peak distance", "same target"]
+NO_CONTRAST = "nothing (the target's own score)"
 # Gradio refuses larger uploads before they reach us (checkpoints can be ~100 MB; images are further
 # capped at images.MAX_UPLOAD_BYTES by the decoder).
 DEFAULT_MAX_UPLOAD_MB = 200
@@ -262,6 +266,17 @@ def scores_frame(result: pipeline.PageResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
+def agreement_frame(result: pipeline.PageResult) -> pd.DataFrame:
+    """What attention changed: each variant's map against the baseline row's (same method, target and layer)."""
+    names = {e.model: e.display_name for e in result.comparison.explanations}
+    rows = [{"model": names.get(model, model), "map": render.METHOD_TITLES.get(method, method),
+             "Spearman": f"{a['spearman']:.2f}", "top-20 % IoU": f"{a['top20_iou']:.2f}",
+             "peak distance": f"{a['peak_distance']:.0f} px ({a['peak_distance_pct']:.0f} % of the side)",
+             "same target": "yes" if a["same_target"] else "no (each model's top-1 differs)"}
+            for (model, method), a in result.comparison.agreement.items()]
+    return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
+
+
 # ---- the attention panel -------------------------------------------------------------------
 
 def _explanation(comparison: Comparison | None, model: str | None):
@@ -365,8 +380,17 @@ def _parse_target(target: str | None) -> str | None:
     return None if not target or target == TOP1 else target
 
 
-def _parse_layer(layer: str | None) -> str | None:
-    return None if not layer or layer == DEFAULT_LAYER else layer
+def _parse_layer(layer: str | list[str] | None) -> str | list[str] | None:
+    """One layer, several (fused into one map, as pytorch-grad-cam does), or each model's default."""
+    chosen = [layer] if isinstance(layer, str) else list(layer or [])
+    chosen = [c for c in chosen if c and c != DEFAULT_LAYER]
+    if not chosen:
+        return None
+    return chosen[0] if len(chosen) == 1 else chosen
+
+
+def _parse_contrast(contrast: str | None) -> str | None:
+    return None if not contrast or contrast == NO_CONTRAST else contrast
 
 
 def _csv(text: str | None, default: tuple[str, ...] | list[str]) -> list[str]:
@@ -425,18 +449,20 @@ def on_clear_box(picker):
 def on_models_change(selected, layer, session):
     """Offer the layers every selected model has; say so when the model limit is reached."""
     choices = layer_choices(selected or [], session)
-    value = layer if layer in choices else DEFAULT_LAYER
-    return gr.update(choices=choices, value=value), limit_note(selected)
+    kept = [v for v in ([layer] if isinstance(layer, str) else (layer or [])) if v in choices]
+    return gr.update(choices=choices, value=kept or [DEFAULT_LAYER]), limit_note(selected)
 
 
-def on_compare(image, models, methods, target, layer, opacity, scale, cmap, box, dark, session,
-               progress=gr.Progress()):
+def on_compare(image, models, methods, target, layer, opacity, scale, cmap, box, dark, session, contrast=None,
+               smoothing=None, progress=gr.Progress()):
     if image is None:
         raise user_error("Upload an image (or pick an example) first.")
+    smoothing = set(smoothing or [])
     request = pipeline.Request(image=image, models=uploads.resolve(session, models or []), methods=methods or [],
                                target=_parse_target(target), layer=_parse_layer(layer), opacity=float(opacity),
                                shared_scale=scale == "shared", cmap=cmap, box=tuple(box) if box else None,
-                               source="upload")
+                               source="upload", contrast=_parse_contrast(contrast),
+                               eigen_smooth=EIGEN_SMOOTH in smoothing, aug_smooth=AUG_SMOOTH in smoothing)
     result = _run(request, progress)
     files = write_downloads(result)
     grid = result.grid if not dark else pipeline.render_grid(result.comparison, opacity=float(opacity),
@@ -446,7 +472,9 @@ def on_compare(image, models, methods, target, layer, opacity, scale, cmap, box,
     gallery = attention_gallery(result.comparison, first, "stage summaries", float(opacity), cmap, None, bool(dark))
     scores = scores_frame(result)
     ood = gr.update(visible=bool(result.warnings), value=" ".join(result.warnings) or pipeline.OOD_NOTE)
+    agreement = agreement_frame(result)
     return (grid, ood, predictions_frame(result), gr.update(value=scores, visible=not scores.empty),
+            gr.update(value=agreement, visible=not agreement.empty),
             _status(result), files, result.comparison,
             gr.update(choices=choices, value=first), gr.update(value="stage summaries"), gallery,
             None, query_view(result.comparison, first, None), session)
@@ -573,13 +601,24 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
                 run = gr.Button("Compare", variant="primary", elem_id="compare-button")
                 methods_in = gr.CheckboxGroup([(render.METHOD_TITLES[m], m) for m in ALL_METHODS],
                                               value=list(DEFAULT_METHODS), label="CAM methods", elem_id="cam-methods",
-                                              info="Score-, Eigen- and Ablation-CAM are slow (many forward passes).")
+                                              info="Score- and Ablation-CAM are slow (many forward passes); rollout "
+                                                   "and grad-rollout need a ViT/DeiT-style transformer.")
+                smoothing_in = gr.CheckboxGroup([EIGEN_SMOOTH, AUG_SMOOTH], value=[], label="Smoothing",
+                                                elem_id="smoothing",
+                                                info="pytorch-grad-cam's eigen_smooth (first principal component) "
+                                                     "and aug_smooth (mean over 6 flipped / brightness-scaled "
+                                                     "copies, run as one batch).")
                 with gr.Row():
                     target_in = gr.Dropdown(_class_choices(), value=TOP1, label="Target class",
                                             allow_custom_value=True, elem_id="target")
-                    layer_in = gr.Dropdown(layer_choices(selection), value=DEFAULT_LAYER,
-                                           label="Target layer / stage", elem_id="layer",
-                                           info="Layers every selected model has; the attention column follows.")
+                    contrast_in = gr.Dropdown([NO_CONTRAST] + _class_choices()[1:], value=NO_CONTRAST,
+                                              label="compared with", allow_custom_value=True, elem_id="contrast",
+                                              info="Target versus this class: the maps explain logit target - "
+                                                   "logit this class (Finer-CAM uses it as its comparison).")
+                layer_in = gr.Dropdown(layer_choices(selection), value=[DEFAULT_LAYER], multiselect=True,
+                                       label="Target layer / stage", elem_id="layer",
+                                       info="Layers every selected model has; the attention column follows. "
+                                            "Several layers are fused into one map (pytorch-grad-cam's mean).")
                 with gr.Row():
                     opacity_in = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="opacity")
                     scale_in = gr.Radio(["per model", "shared"], value="per model", label="Colour scale",
@@ -619,6 +658,10 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
             scores_out = gr.Dataframe(pd.DataFrame(columns=SCORE_COLUMNS), headers=SCORE_COLUMNS,
                                       label="Localisation scores (pointing game, energy on object, IoU)",
                                       interactive=False, visible=False, elem_id="scores")
+        agreement_out = gr.Dataframe(pd.DataFrame(columns=AGREEMENT_COLUMNS), headers=AGREEMENT_COLUMNS,
+                                     label="What attention changed: each variant's map vs the baseline's (same "
+                                           "method, target and layer; the grid's last column shows the difference)",
+                                     interactive=False, visible=False, elem_id="agreement")
         with gr.Accordion("Attention panel: every block's maps", open=True):
             with gr.Row():
                 with gr.Column(scale=1, min_width=260):
@@ -636,9 +679,9 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
 
         app.load(None, None, dark_in, js=DARK_JS)
         inputs = [image_in, models_in, methods_in, target_in, layer_in, opacity_in, scale_in, cmap_in, box_state,
-                  dark_in, session_state]
-        outputs = [grid_out, ood_note, predictions_out, scores_out, status, downloads, comparison_state, attn_model,
-                   attn_scope, attn_gallery, query_state, query_img, session_state]
+                  dark_in, session_state, contrast_in, smoothing_in]
+        outputs = [grid_out, ood_note, predictions_out, scores_out, agreement_out, status, downloads,
+                   comparison_state, attn_model, attn_scope, attn_gallery, query_state, query_img, session_state]
         run.click(on_compare, inputs, outputs, api_name="compare_page", api_visibility="private",
                   concurrency_limit=CONCURRENCY, concurrency_id="compare", time_limit=600,
                   show_progress_on=[grid_out])

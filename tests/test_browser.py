@@ -19,7 +19,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 import models
-from attnviz import engine, pipeline, zoo
+from attnviz import engine, pipeline, render, zoo
 from attnviz.pipeline import EXAMPLES_DIR
 from webapp import running_app
 
@@ -398,3 +398,25 @@ def test_the_page_says_the_model_limit_when_the_list_is_full(browser, monkeypatc
         expect(note).to_be_visible(timeout=WAIT)
         expect(note).to_contain_text("6 models is the limit per request")
         page.close()
+
+
+def test_vs_baseline_column_and_agreement_table(browser, url, output_dir):
+    """Issue 16: with the baseline among the models, the grid gains a "vs baseline" column and the page an
+    agreement table (Spearman, top-20 % IoU, peak distance) — same numbers as Comparison.agreement."""
+    page = open_page(browser, url)
+    upload(page, SCENES[2])
+    compare(page)
+    table = page.locator("#agreement")
+    expect(table).to_be_visible(timeout=WAIT)
+    expect(table).to_contain_text("Spearman")
+    text = table.inner_text()
+    for variant in ("SE", "CBAM", "Triplet Attention", "Coordinate Attention"):
+        assert variant in text
+    assert "Baseline" not in text.replace("baseline", "")  # the reference row is not compared with itself
+    grid = page.locator("#grid img")
+    width = page.evaluate("() => document.querySelector('#grid img').naturalWidth")
+    height, expected = render.grid_shape(5, 2, extra_columns=1)
+    assert width == expected
+    grid.screenshot(path=str(output_dir / "vs_baseline_grid.png"))
+    table.screenshot(path=str(output_dir / "agreement_table.png"))
+    page.close()

@@ -212,7 +212,7 @@ def test_layer_choices_are_the_layers_the_selected_models_share():
     assert ui.layer_choices(["cc"]) == [ui.DEFAULT_LAYER, "layer1", "layer2", "layer3", "cc3"]
     assert "cc3" not in ui.layer_choices(["baseline", "cc"]) and "danet3" not in ui.layer_choices(["cc", "danet"])
     update, _ = ui.on_models_change(["baseline", "se"], "cc3", None)
-    assert update["value"] == ui.DEFAULT_LAYER                       # a layer no longer shared falls back
+    assert update["value"] == [ui.DEFAULT_LAYER]                     # a layer no longer shared falls back
 
 
 @pytest.mark.parametrize("model,layer,stage,layout", [
