@@ -73,7 +73,7 @@ SafeImage = ABCMeta.__new__(type(gr.Image), "SafeImage", (gr.Image,), {
 def _model_choices() -> list[tuple[str, str]]:
     out = []
     for spec in zoo.all_specs():
-        if spec.source == "random":
+        if spec.source in ("random", "replicate"):
             continue
         label = f"{spec.display_name} ({spec.name})"
         if not spec.weights.available():
