@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from . import stats
-from .eval_scoring import AGREEMENT_KEYS, REGION
+from .eval_scoring import REGION
 from .localisation import OWN_MAP
 
 SEED_METRICS = ("pointing_game", "energy_pointing_game", "iou")
@@ -143,6 +143,20 @@ def finalise(result: dict) -> None:
         if ref is not None and row is not ref:
             row["vs_baseline"] = _vs_reference(row, ref)
     result["across_seeds"] = across_seeds(result["models"], result.get("replicates", []), result.get("reference"))
+    result["scoring"] = total_scoring(rows)
+
+
+def total_scoring(rows: list[dict]) -> dict:
+    """Maps scored vs requested, summed over the rows (each row keeps its own counts, so --update stays exact)."""
+    total: dict = {"maps_requested": 0, "maps_scored": 0, "road_requested": 0, "road_scored": 0, "identical": {}}
+    for row in rows:
+        s = row.get("scoring") or {}
+        for k in ("maps_requested", "maps_scored", "road_requested", "road_scored"):
+            total[k] += s.get(k, 0)
+        for k, v in s.get("identical", {}).items():
+            total["identical"][k] = total["identical"].get(k, 0) + v
+    total["identical"] = dict(sorted(total["identical"].items()))
+    return total
 
 
 # ---- files --------------------------------------------------------------------------------------------------
@@ -184,21 +198,23 @@ def write_outputs(result: dict, out: Path) -> None:
 
 # ---- results.md -------------------------------------------------------------------------------------------
 
-def _num(value: float, pct: bool) -> str:
-    return f"{value * 100:.1f}" if pct else f"{value:.3f}"
+def _num(value: float, pct: bool, digits: int | None = None) -> str:
+    if pct:
+        return f"{value * 100:.{1 if digits is None else digits}f}"
+    return f"{value:.{3 if digits is None else digits}f}"
 
 
-def fmt_ci(stat: dict | None, pct: bool = False, signed: bool = False) -> str:
+def fmt_ci(stat: dict | None, pct: bool = False, signed: bool = False, digits: int | None = None) -> str:
     """"48.6 [41.2, 55.9]" (percent) or "0.292 [0.268, 0.317]"; "–" when there is no value."""
     if not stat or stat.get("mean") is None:
         return "–"
-    mean = _num(stat["mean"], pct)
+    mean = _num(stat["mean"], pct, digits)
     if signed and stat["mean"] >= 0:
         mean = "+" + mean
     if not stat.get("ci95") or stat.get("n", 0) < 2:
         return mean
     lo, hi = stat["ci95"]
-    return f"{mean} [{_num(lo, pct)}, {_num(hi, pct)}]"
+    return f"{mean} [{_num(lo, pct, digits)}, {_num(hi, pct, digits)}]"
 
 
 def _title(m: str) -> str:
@@ -313,7 +329,7 @@ def _agreement_table(result: dict) -> list[str]:
         name = r["display_name"] if r.get("source") != "replicate" else r["model"]
         for m, a in r["agreement"].items():
             lines.append(f"| {name} | {_title(m)} | {fmt_ci(a.get('spearman'))} | {fmt_ci(a.get('top20_iou'))} | "
-                         f"{fmt_ci(a.get('peak_distance_pct'), False).replace('.000', '.0')} |")
+                         f"{fmt_ci(a.get('peak_distance_pct'), digits=1)} |")
     return lines
 
 
@@ -353,7 +369,8 @@ def _own_maps(result: dict) -> list[str]:
         if "energy_pointing_game" not in a:
             continue
         lines.append(f"* {r['display_name']}: own map EPG {fmt_ci(a['energy_pointing_game'], True)} %, PG "
-                     f"{fmt_ci(a['pointing_game'], True)} % — Grad-CAM EPG {fmt_ci(g['energy_pointing_game'], True)} %, "
+                     f"{fmt_ci(a['pointing_game'], True)} % — Grad-CAM EPG "
+                     f"{fmt_ci(g['energy_pointing_game'], True)} %, "
                      f"PG {fmt_ci(g['pointing_game'], True)} %; own − Grad-CAM: EPG {_diff_cell(d_epg, True)}, "
                      f"PG {_diff_cell(d_pg, True)} points.{_seed_note(seeds.get(r['model']))}")
         if d_epg and d_epg["excludes_zero"]:
@@ -374,6 +391,16 @@ def _own_maps(result: dict) -> list[str]:
         summary_parts.append(f"no difference the CI can resolve: {', '.join(unclear)}")
     if summary_parts:
         lines.append("By the paired EPG difference (CI excluding 0), own maps with " + "; ".join(summary_parts) + ".")
+    steady, unsteady = [], []
+    for r in own:
+        entry = seeds.get(r["model"], {}).get("own_minus_gradcam", {}).get("energy_pointing_game")
+        if entry:
+            signs = {np.sign(v) for v in entry}
+            (steady if len(signs) == 1 and 0 not in signs else unsteady).append(r["display_name"])
+    if steady or unsteady:
+        lines.append("Across training seeds the sign of own − Grad-CAM EPG is the same in every run for: "
+                     f"{', '.join(steady) or 'none'}; it changes with the seed for: {', '.join(unsteady) or 'none'} "
+                     "(those models' statements above hold for the bundled run only).")
     if result.get("object_area") is not None:
         lines.append(f"Own maps whose EPG CI lies entirely above the chance level "
                      f"({result['object_area'] * 100:.1f} %): {', '.join(above_chance) or 'none'}.")

@@ -31,7 +31,6 @@ from .zoo import LoadedModel
 ROAD_MAPS = ("gradcam", "gradcam++", "layercam", OWN_MAP)  # ROAD's imputation is costly; XGrad/HiRes ~ Grad-CAM here
 REGION = "stn_region"
 LOCALISATION = ("pointing_game", "energy_pointing_game", "iou")
-AGREEMENT_KEYS = ("spearman", "top20_iou", "peak_distance", "peak_distance_pct")
 
 
 @dataclass
@@ -106,7 +105,8 @@ def score_chunk(loaded: LoadedModel, images: Sequence[np.ndarray], labels: Seque
     """Score ``images`` (uint8 RGB, any size; the model's resize + crop applies) for their true ``labels``.
 
     ``masks[i]``: the object's bool mask at the image's own size, or None (then no localisation). ``road[i]``:
-    whether image ``i`` also gets ROAD, with imputation noise from ``seeds[i]``. ``reference[i]``: the
+    whether image ``i`` also gets ROAD, with imputation noise from ``seeds[i]`` (``attnviz eval`` uses a CRC-32
+    of the image's pixels, so the noise does not depend on order, batch or shard). ``reference[i]``: the
     reference model's CAMs of image ``i`` (agreement is computed against them). Returns the scores and each
     image's CAMs (to serve as the reference for the next models).
     """
@@ -125,7 +125,8 @@ def score_chunk(loaded: LoadedModel, images: Sequence[np.ndarray], labels: Seque
         per_image_maps.append(maps)
         aliases.append(identical_to(maps))
         side = e.image.shape[0]
-        views.append(None if mask is None else mask_for_view(mask, image.shape[:2], side, e.view_resize or side))
+        views.append(None if mask is None else mask_for_view(mask, image.shape[:2], side, e.view_resize or side,
+                                                             getattr(spec, "interpolation", "bilinear")))
 
     unique = [[n for n, a in alias.items() if a == n] for alias in aliases]
     # ROAD for the maps of ROAD_MAPS, computed once per distinct map (the first of its identical group)

@@ -138,15 +138,16 @@ def _reference_maps(loaded: zoo.LoadedModel, images: list[np.ndarray], labels: l
 
 
 def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = False,
-                ) -> tuple[list[tuple[int, dict]], ScoringCount]:
-    """Every model's numbers for the images ``indices`` (a rank's share): ``[(index, record)]`` and the counts.
+                ) -> tuple[list[tuple[int, dict]], dict[str, ScoringCount]]:
+    """Every model's numbers for the images ``indices`` (a rank's share): ``[(index, record)]`` and, per model,
+    how many maps were scored.
 
     A record is ``{"models": {name: {"correct", "values", "agreement"}}, "skipped": {name or "*": reason}}``.
     """
     from tqdm import tqdm
 
-    count = ScoringCount()
-    names = [m.spec.name for m in plan.models]
+    counts = {m.spec.name: ScoringCount() for m in plan.models}
+    names = list(counts)
     ref = plan.reference
     order = sorted(plan.models, key=lambda m: m is not ref)   # the reference first: the others need its maps
     records: dict[int, dict] = {i: {"models": {}, "skipped": {}} for i in indices}
@@ -188,7 +189,7 @@ def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = Fa
                     [decoded[i][1] for i, _ in labelled], plan.methods,
                     road=[i < plan.road_scenes for i, _ in labelled], seeds=[seeds[i] for i, _ in labelled],
                     batch_size=plan.batch_size, reference=[ref_maps.get(i, {}) for i, _ in labelled] if compare
-                    else None, faithfulness=plan.faithfulness, count=count)
+                    else None, faithfulness=plan.faithfulness, count=counts[name])
                 if loaded is ref:
                     ref_maps = {i: c for (i, _), c in zip(labelled, cams)}
                 for (i, _), s in zip(labelled, scores):
@@ -196,7 +197,7 @@ def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = Fa
                                                   "agreement": _rounded(s.agreement)}
             bar.update(len(chunk))
     bar.close()
-    return [(i, records[i]) for i in indices], count
+    return [(i, records[i]) for i in indices], counts
 
 
 # ---- rows of results.json ------------------------------------------------------------------------------
@@ -311,19 +312,20 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
             "data": None if data is None else str(data), "localisation_only": not faithfulness,
             "machine": f"{platform.machine()}, torch {torch.__version__}",
         }
-        previous = _previous(out, result, names) if update else None
+        previous = _previous(out, result, images.ids) if update else None
         reference = _reference_model(loaded, images, device)
         plan = _Plan(loaded, reference, methods, road_scenes, batch_size, faithfulness)
         start = time.perf_counter()
-        mine, count = score_shard(images, [i for i, _ in distributed.shard(range(n_images), world)], plan,
-                                  progress=progress and world.is_main)
-        parts = distributed.gather((mine, count), world)
+        mine, counts = score_shard(images, [i for i, _ in distributed.shard(range(n_images), world)], plan,
+                                   progress=progress and world.is_main)
+        parts = distributed.gather((mine, counts), world)
         if not world.is_main:
             return {}
         records = distributed.merge_indexed([p[0] for p in parts])
-        total = ScoringCount()
-        for _, c in parts:
-            total.add(c)
+        counts = {m.spec.name: ScoringCount() for m in loaded}
+        for _, part in parts:
+            for name, c in part.items():
+                counts[name].add(c)
     seconds = time.perf_counter() - start
     result.update(
         ids=images.ids, object_area=None if images.object_area() is None else round(images.object_area(), 4),
@@ -334,32 +336,23 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
                                           for who, why in r["skipped"].items()],
     )
     rows = [model_row(m.spec, images.ids, records) for m in loaded]
+    for row in rows:
+        row["scoring"] = counts[row["model"]].to_json()
     fresh = [r for r in rows if r["source"] != "replicate"]
     replicates = [r for r in rows if r["source"] == "replicate"]
     kept_models = [r for r in (previous or {}).get("models", []) if r["model"] not in names]
     kept_replicates = [r for r in (previous or {}).get("replicates", []) if r["model"] not in names]
     order = {name: i for i, name in enumerate(zoo.bundled())}
     result["seconds"] = round(((previous or {}).get("seconds") or 0.0) + seconds, 1)
-    result["scoring"] = _merge_scoring((previous or {}).get("scoring"), total.to_json())
     result["models"] = sorted(kept_models + fresh, key=lambda r: order.get(r["model"], len(order)))
     result["replicates"] = sorted(kept_replicates + replicates, key=lambda r: r["model"])
     finalise(result)
     write_outputs(result, out)
+    total = ScoringCount()
+    for c in counts.values():
+        total.add(c)
     _print_scoring(total, seconds)
     return result
-
-
-def _merge_scoring(previous: dict | None, fresh: dict) -> dict:
-    """Counts of this run; with ``--update`` added to those of the runs whose rows were kept."""
-    if not previous:
-        return fresh
-    merged = {k: previous.get(k, 0) + fresh[k] for k in ("maps_requested", "maps_scored", "road_requested",
-                                                          "road_scored")}
-    identical = dict(previous.get("identical", {}))
-    for k, v in fresh["identical"].items():
-        identical[k] = identical.get(k, 0) + v
-    merged["identical"] = dict(sorted(identical.items()))
-    return merged
 
 
 def _print_scoring(count: ScoringCount, seconds: float) -> None:
@@ -371,26 +364,29 @@ def _print_scoring(count: ScoringCount, seconds: float) -> None:
     print(line, file=sys.stderr)
 
 
-def _previous(out: Path, result: dict, names: list[str]) -> dict:
+def _previous(out: Path, result: dict, ids: list) -> dict:
+    """The results.json an ``--update`` adds to, refused unless it was made with the same settings and images."""
     path = out / "results.json"
     if not path.exists():
         raise AttnvizError(f"nothing to update: {path} does not exist; run without --update")
     previous = json.loads(path.read_text())
+    if any("per_image" not in row for row in previous.get("models", []) + previous.get("replicates", [])):
+        raise AttnvizError(f"cannot update {path}: it was written by an older attnviz without per-image values; "
+                           "run without --update")
     different = [k for k in SETTINGS if previous.get(k) != result[k]]
     if different:
         raise AttnvizError(f"cannot update {path}: it was made with other settings ({', '.join(different)}); "
                            "run without --update")
-    if "per_image" not in (previous.get("models") or [{}])[0]:
-        raise AttnvizError(f"cannot update {path}: it was written by an older attnviz without per-image values; "
-                           "run without --update")
+    if previous.get("ids") != ids:
+        raise AttnvizError(f"cannot update {path}: it scored other images (the folder changed?); run without --update")
     return previous
 
 
 def scene_metrics(loaded: zoo.LoadedModel, image: np.ndarray, label: int, mask: np.ndarray | None,
                   methods: Sequence[str], with_road: bool, seed: int = 0) -> tuple[dict[str, dict[str, float]], bool]:
     """Every metric of every map of one model on one image (the batch of one of :func:`score_chunk`), and
-    whether the model was right. ROAD's imputation noise starts from ``seed`` (``attnviz eval`` uses the
-    image's index)."""
+    whether the model was right. ROAD's imputation noise starts from ``seed`` (``attnviz eval`` uses a CRC-32
+    of the image's pixels)."""
     (s,), _ = score_chunk(loaded, [image], [label], [mask], check_methods(methods), road=[with_road], seeds=[seed],
                           batch_size=1)
     return s.values, bool(s.correct)

@@ -8,6 +8,9 @@ Faithfulness (needs the model):
   deletion AUC  — remove the most salient pixels first: a faithful map makes the score fall fast (low is good)
   insertion AUC — reveal the most salient pixels first on a blurred image: the score should rise fast (high is good)
   ROAD          — pytorch-grad-cam's ROADCombined (noisy linear imputation), higher is better
+The faithfulness scores take several images with several maps each (``*_batch``) and run all their perturbed
+copies through the model in batches of at most :data:`FORWARD_BATCH`; the one-image functions are that batch
+of one.
 """
 from __future__ import annotations
 
@@ -163,8 +166,8 @@ def perturbation_curves_batch(model: nn.Module, x: torch.Tensor, saliencies: Seq
             rank = torch.empty(h * w, dtype=torch.long)
             rank[order] = torch.arange(h * w)
             revealed = (rank[None, :] < inner[:, None]).float().view(-1, 1, h, w)
-            runner.add(("path", i, j), torch.cat([x[i] * (1 - revealed), blurred[i] * (1 - revealed) + x[i] * revealed]),
-                       target)
+            paths = torch.cat([x[i] * (1 - revealed), blurred[i] * (1 - revealed) + x[i] * revealed])
+            runner.add(("path", i, j), paths, target)
     probs = runner.finish()
     out = []
     inner_steps = steps - 1

@@ -37,7 +37,8 @@ from attnviz.train import EVAL_SEED, cached_scenes  # noqa: E402
 def _old_curves(model, x, maps, target, steps=16, blur_sigma=5.0):
     _, _, h, w = x.shape
     k = int(2 * round(3 * blur_sigma) + 1)
-    blurred = torch.from_numpy(cv2.GaussianBlur(x[0].permute(1, 2, 0).numpy(), (k, k), blur_sigma)).permute(2, 0, 1)[None]
+    blurred = cv2.GaussianBlur(x[0].permute(1, 2, 0).numpy(), (k, k), blur_sigma)
+    blurred = torch.from_numpy(blurred).permute(2, 0, 1)[None]
     counts = [round(i * h * w / steps) for i in range(steps + 1)]
     batches = []
     for s in maps:

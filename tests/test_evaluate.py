@@ -128,7 +128,8 @@ def test_cli_eval_data_with_a_user_checkpoint_and_user_errors(exported, tmp_path
     torch.manual_seed(0)
     import models
 
-    ckpt = save_safetensors(models.build("small_resnet", num_classes=len(synth.CLASS_NAMES)), tmp_path / "mine.safetensors")
+    net = models.build("small_resnet", num_classes=len(synth.CLASS_NAMES))
+    ckpt = save_safetensors(net, tmp_path / "mine.safetensors")
     out = tmp_path / "out"
     code = cli.main(["eval", "--data", str(masks), "--arch", "small_resnet", "--checkpoint", str(ckpt),
                      "--methods", "gradcam", "--localisation-only", "--n", "4", "--batch-size", "3", "--out", str(out),
@@ -285,8 +286,8 @@ def test_agreement_with_the_baselines_map_per_variant_and_method(evaluated):
     assert set(cbam["agreement"]) == {"gradcam", "layercam"}       # CAM methods only, not the own map
     scenes = cached_scenes(6, EVAL_SEED, synth.IMAGE_SIZE)
     i, label = 2, int(scenes.labels[2])
-    mine = explain(zoo.load("cbam", "cpu"), scenes.images[i], ("layercam",), target=label).cams["layercam"].heatmap
-    theirs = explain(zoo.load("baseline", "cpu"), scenes.images[i], ("layercam",), target=label).cams["layercam"].heatmap
+    mine, theirs = (explain(zoo.load(name, "cpu"), scenes.images[i], ("layercam",), target=label).cams["layercam"].heatmap
+                    for name in ("cbam", "baseline"))
     expected = map_agreement(mine, theirs)
     for k in ("spearman", "top20_iou", "peak_distance_pct"):
         assert cbam["per_image"]["agreement"]["layercam"][k][i] == pytest.approx(expected[k], abs=1e-4), k
@@ -365,3 +366,31 @@ def test_two_gloo_ranks_write_the_numbers_of_one_process(tmp_path):
         two.pop(key), one.pop(key)
     _walk_close(two, one)
     assert two["models"][0]["per_image"]["values"]["gradcam"]["road"][0] is not None
+
+
+# ---- small pieces ---------------------------------------------------------------------------------------------
+
+def test_a_mask_goes_through_the_models_resize_and_crop_like_its_image():
+    """A red block on a 80x60 photo: after the model's resize (shorter side 72) and 64-px centre crop, the mask
+    view marks the red pixels of the image view (edges may differ by the resampling)."""
+    image = np.full((60, 80, 3), 40, np.uint8)
+    image[10:40, 50:75] = (255, 0, 0)
+    mask = np.zeros((60, 80), bool)
+    mask[10:40, 50:75] = True
+    spec = zoo.random_spec("small_resnet", 11, input_size=64, resize_size=72)
+    view = spec.model_view(image)
+    mask_view = mask_for_view(mask, image.shape[:2], 64, 72)
+    red = (view[..., 0] > 200) & (view[..., 1] < 50)
+    assert mask_view.shape == (64, 64) and red.sum() > 300
+    assert (red & mask_view).sum() / (red | mask_view).sum() > 0.9
+
+
+def test_update_refuses_a_file_without_per_image_values(tmp_path):
+    from attnviz.errors import AttnvizError
+
+    old = json.loads((PROJECT_ROOT / "docs" / "results.json").read_text())
+    old["models"] = [{k: v for k, v in old["models"][0].items() if k != "per_image"}]
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    settings = {k: old.get(k) for k in evaluate.SETTINGS}
+    with pytest.raises(AttnvizError, match="older attnviz without per-image values"):
+        evaluate._previous(tmp_path, settings, list(range(old["n"])))
