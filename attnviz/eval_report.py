@@ -25,7 +25,6 @@ from .eval_scoring import REGION
 from .localisation import OWN_MAP
 
 SEED_METRICS = ("pointing_game", "energy_pointing_game", "iou")
-PERCENT = {"pointing_game", "energy_pointing_game", "accuracy"}
 
 
 # ---- statistics -----------------------------------------------------------------------------------------
