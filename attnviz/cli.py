@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmark scenes (default 200); with --data at most N images (default all). Under torchrun "
                         "write --n-images: torchrun takes --n for an abbreviation of its own --nnodes")
     p.add_argument("--road", type=int, default=None,
-                   help="the first N images also get ROAD (default 30; about 1.3 s more per image and model)")
+                   help="the first N images also get ROAD (default 30; its imputation is the costliest metric)")
     p.add_argument("--seed", type=int, default=None, help="data seed of the benchmark scenes (default: the eval seed)")
     p.add_argument("--localisation-only", action="store_true",
                    help="skip deletion / insertion and ROAD (their perturbed copies are most of the cost)")

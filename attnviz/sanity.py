@@ -162,7 +162,8 @@ def cascading_randomisation(model: nn.Module, groups: Sequence[LayerGroup], seed
 # ---- maps and their comparison ----------------------------------------------------------------------
 
 def compute_maps(model: LoadedModel | nn.Module, x: torch.Tensor, targets: Sequence[int], methods: Sequence[str],
-                 layer: str, class_names: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, np.ndarray]:
+                 layer: str, class_names: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
+                 ) -> dict[str, np.ndarray]:
     """``{map name: (N, H, W) float32}``: every CAM method's heatmap and the module's own spatial map.
 
     The one place sanity checks compute maps: ``engine.explain_batch``, ``batch_size`` images per pass (in eval

@@ -286,8 +286,8 @@ def test_agreement_with_the_baselines_map_per_variant_and_method(evaluated):
     assert set(cbam["agreement"]) == {"gradcam", "layercam"}       # CAM methods only, not the own map
     scenes = cached_scenes(6, EVAL_SEED, synth.IMAGE_SIZE)
     i, label = 2, int(scenes.labels[2])
-    mine, theirs = (explain(zoo.load(name, "cpu"), scenes.images[i], ("layercam",), target=label).cams["layercam"].heatmap
-                    for name in ("cbam", "baseline"))
+    mine, theirs = (explain(zoo.load(name, "cpu"), scenes.images[i], ("layercam",), target=label)
+                    .cams["layercam"].heatmap for name in ("cbam", "baseline"))
     expected = map_agreement(mine, theirs)
     for k in ("spearman", "top20_iou", "peak_distance_pct"):
         assert cbam["per_image"]["agreement"]["layercam"][k][i] == pytest.approx(expected[k], abs=1e-4), k

@@ -131,7 +131,8 @@ def _one_image_curves(model, x, saliency, target, steps=16, blur_sigma=5.0):
 
     _, _, h, w = x.shape
     k = int(2 * round(3 * blur_sigma) + 1)
-    blurred = torch.from_numpy(cv2.GaussianBlur(x[0].permute(1, 2, 0).numpy(), (k, k), blur_sigma)).permute(2, 0, 1)[None]
+    blurred = cv2.GaussianBlur(x[0].permute(1, 2, 0).numpy(), (k, k), blur_sigma)
+    blurred = torch.from_numpy(blurred).permute(2, 0, 1)[None]
     order = torch.from_numpy(np.argsort(-saliency.ravel(), kind="stable"))
     revealed = torch.zeros(steps + 1, h * w)
     for i in range(steps + 1):
