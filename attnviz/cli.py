@@ -92,6 +92,38 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def chosen_models(args: argparse.Namespace) -> list[str] | None:
+    """The models a command runs: ``--models``, after a user checkpoint (``--arch`` + ``--checkpoint``, optional
+    ``--classes``) registered in the zoo under ``<arch>@<file stem>``. One helper for ``explain`` and ``eval``;
+    None means "the command's default set" (the bundled zoo).
+
+    ``--models-file`` (or ``$ATTNVIZ_MODELS_FILE``) registers its models here; without ``--models`` they are
+    the ones that run.
+    """
+    from_file = _load_models_file(args)  # registered even when --models picks among them
+    chosen = list(args.models) if args.models else (list(from_file) if from_file else None)
+    if args.checkpoint or args.arch:
+        if not (args.checkpoint and args.arch):
+            raise AttnvizError("--checkpoint and --arch go together: which architecture is the checkpoint for?")
+        from . import zoo
+        from .checkpoints import checkpoint_spec, save_safetensors
+
+        spec = zoo.register(checkpoint_spec(args.arch, args.checkpoint, args.classes, search_path=Path.cwd()), replace=True)
+        if getattr(args, "save_safetensors", None):
+            save_safetensors(zoo.load(spec).model, args.save_safetensors)
+            print(f"wrote {args.save_safetensors}", file=sys.stderr)
+        chosen = [spec.name] + (chosen or [])
+    return chosen
+
+
+def _add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default=None,
+                   help="architecture of --checkpoint: a registry name (`attnviz models --architectures`), "
+                        "timm:<name> or python:package.module:function")
+    p.add_argument("--checkpoint", default=None, help=".safetensors, or .pth/.pt read with weights_only=True")
+    p.add_argument("--classes", default=None, help="class names for --checkpoint: .txt (one per line) or .json")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from .devices import resolve_device
     from .distributed import current, rank_device
@@ -99,20 +131,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     resolve_device(rank_device(args.device, current()))  # an absent device: one line, before anything loads
     from .batch import explain_paths
 
-    from_file = _load_models_file(args)  # registered even when --models picks among them
-    chosen = args.models or from_file or None
-    if args.checkpoint or args.arch:
-        if not (args.checkpoint and args.arch):
-            raise AttnvizError("--checkpoint and --arch go together: which architecture is the checkpoint for?")
-        from . import zoo
-        from .checkpoints import checkpoint_spec, save_safetensors
-
-        spec = zoo.register(checkpoint_spec(args.arch, args.checkpoint, args.classes, search_path=Path.cwd()),
-                            replace=True)
-        if args.save_safetensors:
-            save_safetensors(zoo.load(spec).model, args.save_safetensors)
-            print(f"wrote {args.save_safetensors}", file=sys.stderr)
-        chosen = [spec.name] + list(args.models or from_file)
+    chosen = chosen_models(args)
     return explain_paths(args.images, out_dir=Path(args.out), models=chosen, methods=args.methods,
                          target=args.target, layer=args.layer, progress=not args.quiet, npz=args.npz,
                          contrast=args.contrast, eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth,
@@ -183,15 +202,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import run_eval
 
-    from_file = _load_models_file(args)
-    chosen = args.models or from_file or None
-    if chosen:
+    chosen = chosen_models(args)
+    if chosen and args.data is None:
         check_benchmark_models(chosen)
     # run_eval owns the defaults: pass on only what was given
     given = {key: value for key, value in (("n", args.n), ("methods", args.methods), ("road_scenes", args.road))
              if value is not None}
-    run_eval(models=chosen, seed=args.seed, out=Path(args.out), progress=not args.quiet, update=args.update,
-             **given)
+    run_eval(models=chosen, seed=args.seed, out=Path(args.out), progress=not args.quiet,
+             update=args.update, data=args.data, batch_size=args.batch_size, device=args.device,
+             faithfulness=not args.localisation_only, **given)
     return 0
 
 
@@ -227,7 +246,7 @@ def check_benchmark_models(names: Sequence[str]) -> None:
         if tuple(spec.class_names) != tuple(CLASS_NAMES):
             raise AttnvizError(f"{name} predicts {spec.num_classes} classes, not the benchmark's {len(CLASS_NAMES)} "
                                f"shapes ({', '.join(CLASS_NAMES)}, in that order); attnviz eval can only score "
-                               "models trained on the benchmark.")
+                               "models trained on the benchmark; score other models on your own images with --data DIR.")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -287,11 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="processes decoding images (default min(4, cores); 0: decode in the main process)")
     p.add_argument("--out", default="attnviz-out", help="output folder")
-    p.add_argument("--arch", default=None,
-                   help="architecture of --checkpoint: a registry name (`attnviz models --architectures`), "
-                        "timm:<name> or python:package.module:function")
-    p.add_argument("--checkpoint", default=None, help=".safetensors, or .pth/.pt read with weights_only=True")
-    p.add_argument("--classes", default=None, help="class names for --checkpoint: .txt (one per line) or .json")
+    _add_checkpoint_options(p)
     p.add_argument("--save-safetensors", default=None, help="also write the loaded checkpoint as .safetensors")
     p.add_argument("--npz", action="store_true", help="also write <image>_maps.npz (raw maps and logits)")
     p.add_argument("--quiet", action="store_true")
@@ -336,14 +351,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="localisation and faithfulness metrics on held-out scenes")
+    p = sub.add_parser("eval", help="localisation and faithfulness metrics on held-out scenes or your own images",
+                       description="Scores every CAM method's map (and each attention module's own map) for the "
+                                   "true class: pointing game, energy pointing game and IoU against the object's "
+                                   "mask or boxes, deletion / insertion AUC, ROAD, and agreement with the "
+                                   "baseline's maps, with 95 % bootstrap CIs. Writes OUT/results.json, results.md "
+                                   "and results.png. Under `torchrun --nproc-per-node N -m attnviz eval ...` the "
+                                   "images are split across the processes and rank 0 writes the same files.")
     p.add_argument("--models", type=_csv, default=None,
-                   help="comma-separated (default: the --models-file models, else the bundled zoo)")
+                   help="comma-separated (default: the --models-file models, else the bundled zoo); training-seed "
+                        "replicates such as se_seed1 go into the file's replicates list")
     _models_file_option(p)
-    p.add_argument("--methods", type=_csv, default=None, help="CAM methods (default: the five one-pass methods)")
-    p.add_argument("--n", type=int, default=None, help="benchmark scenes per model (default 200; about 1 s each)")
-    p.add_argument("--road", type=int, default=None, help="scenes that also get ROAD (default 30; about 1.3 s more each)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--methods", type=_csv, default=None, help="CAM methods (default: the five classic one-pass "
+                                                              "methods)")
+    p.add_argument("--data", default=None, help="score DIR/<class>/<image> files with <stem>_mask.png or VOC "
+                                                "<stem>.xml ground truth instead of the benchmark scenes")
+    _add_checkpoint_options(p)
+    p.add_argument("--n", "--n-images", dest="n", type=int, default=None,
+                   help="benchmark scenes (default 200); with --data at most N images (default all). Under torchrun "
+                        "write --n-images: torchrun takes --n for an abbreviation of its own --nnodes")
+    p.add_argument("--road", type=int, default=None,
+                   help="the first N images also get ROAD (default 30; its imputation is the costliest metric)")
+    p.add_argument("--seed", type=int, default=None, help="data seed of the benchmark scenes (default: the eval seed)")
+    p.add_argument("--localisation-only", action="store_true",
+                   help="skip deletion / insertion and ROAD (their perturbed copies are most of the cost)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per model pass (default 32)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
     p.add_argument("--out", default="docs")
     p.add_argument("--update", action="store_true",
                    help="keep the other models' rows of OUT/results.json (same settings); re-run only --models")

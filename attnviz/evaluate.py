@@ -1,257 +1,392 @@
-"""``attnviz eval``: score every bundled model's heatmaps on held-out benchmark scenes.
+"""``attnviz eval``: score heatmaps on images whose object is known, for any set of models.
 
-For each model and each scene (data seed :data:`attnviz.train.EVAL_SEED`, never used in training), the
-CAMs explain the *true* class. Localisation (pointing game, energy pointing game, IoU against the
-object mask) and faithfulness (deletion / insertion AUC; ROAD on a subset) are computed for every CAM
-method and for the attention module's own spatial map (its last-stage summary). The results land in
-``docs/results.md`` (table), ``docs/results.json`` (numbers + a per-scene check the tests recompute)
-and ``docs/results.png`` (plot).
+The images are the held-out benchmark scenes (data seed :data:`attnviz.train.EVAL_SEED`, never used in
+training) or, with ``data=DIR``, a folder in the ImageFolder layout with masks or VOC boxes
+(:mod:`attnviz.datasets`). Every map explains the image's *true* class. What is computed per image and model
+is :func:`attnviz.eval_scoring.score_chunk`: localisation (pointing game, energy pointing game, IoU),
+faithfulness (deletion / insertion AUC; ROAD on the first ``road_scenes`` images) and agreement with the
+baseline's map, for every CAM method and the attention module's own map.
+
+Images go ``batch_size`` at a time through every model (one ``explain_batch`` per model and chunk; the
+perturbation curves and ROAD batched across the chunk's images and maps). Under ``torchrun`` each rank scores
+every ``world``-th image on its own device and rank 0 gathers the per-image numbers and writes the files, so
+the numbers do not depend on the number of processes. An image that cannot be read is reported and skipped.
+
+Files: ``results.json`` (settings, every per-image value rounded to 1e-6 and all statistics computed from
+those stored values, so they can be recomputed), ``results.md`` and ``results.png``
+(:mod:`attnviz.eval_report`). Training-seed replicates (zoo source "replicate") are kept in a separate
+"replicates" list of the same file.
 """
 from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from . import metrics, synth, zoo
-from .cam import ONE_PASS_METHODS
-from .engine import explain
+from . import distributed, synth, zoo
+from .cam import CLASSIC_METHODS
+from .engine import DEFAULT_BATCH_SIZE, check_methods, explain_batch
 from .errors import AttnvizError
-from .localisation import OWN_MAP, own_spatial_map
+from .eval_scoring import REGION, ROAD_MAPS, ScoringCount, region_mask, score_chunk  # noqa: F401 (re-exported)
 from .train import EVAL_SEED, cached_scenes
 
-ONE_PASS = tuple(ONE_PASS_METHODS)
+DEFAULT_METHODS = tuple(CLASSIC_METHODS)
 ROAD_SCENES = 30
-ROAD_MAPS = ("gradcam", "gradcam++", "layercam", OWN_MAP)  # ROAD's imputation is costly; XGrad/HiRes = Grad-CAM here
 CHECK_SCENES = 6
 METRIC_KEYS = ("pointing_game", "energy_pointing_game", "iou", "deletion_auc", "insertion_auc", "road")
+SETTINGS = ("seed", "n", "road_scenes", "methods", "synth_version", "data", "localisation_only")
+REFERENCE = "baseline"   # agreement and paired differences are taken against this model when it can be used
+DIGITS = 6               # per-image values are stored (and summarised) rounded to this many decimals
 
 
-REGION = "stn_region"
+# ---- the images ---------------------------------------------------------------------------------------
+
+class SceneImages:
+    """Benchmark scenes: image ``i`` is scene ``i`` of the data seed, with its exact object mask."""
+
+    def __init__(self, n: int, seed: int, progress: bool) -> None:
+        self.scenes = cached_scenes(n, seed, synth.IMAGE_SIZE, progress=progress)
+        self.ids: list = list(range(n))
+        self.listing_skipped: list[dict] = []
+
+    def check(self, spec) -> None:
+        if tuple(spec.class_names) != tuple(synth.CLASS_NAMES):
+            raise AttnvizError(f"{spec.name} was not trained on the benchmark's classes; score it on your own "
+                               "images with --data DIR (DIR/<class>/<image> with masks or VOC boxes).")
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.scenes.images[i], self.scenes.masks[i]
+
+    def label(self, i: int, spec) -> tuple[int | None, str]:
+        return int(self.scenes.labels[i]), ""
+
+    def object_area(self) -> float | None:
+        return float(self.scenes.masks.mean())
 
 
-def region_mask(theta: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The input pixels inside a spatial transformer's sampled square."""
-    import cv2
+class FolderImages:
+    """A dataset folder (:func:`attnviz.datasets.read_dataset`): labels are matched per model's class names."""
 
-    from .cam import affine_to_pixels
+    def __init__(self, root: Path, specs: Sequence, limit: int | None) -> None:
+        from .datasets import read_dataset
 
-    h, w = shape
-    m = affine_to_pixels(theta, h, w)
-    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
-    quad = np.round((corners @ m[:, :2].T + m[:, 2]) * 16).astype(np.int32)
-    canvas = np.zeros(shape, np.uint8)
-    cv2.fillPoly(canvas, [quad], 1, shift=4)
-    return canvas.astype(bool)
+        self.root = Path(root)
+        listings = {}
+        for spec in specs:
+            names = tuple(spec.class_names)
+            if names not in listings:
+                listings[names] = read_dataset(self.root, names)
+        first = next(iter(listings.values()))
+        self.items = list(first.items)[:limit] if limit else list(first.items)
+        self.labels = {names: {item.path: (item.label, item.label_reason) for item in ds.items}
+                       for names, ds in listings.items()}
+        self.ids = [item.path.relative_to(self.root).as_posix() for item in self.items]
+        self.listing_skipped = [{"image": str(s.path.relative_to(self.root)) if s.path.is_relative_to(self.root)
+                                 else str(s.path), "reason": s.reason} for s in first.skipped]
+        if not self.items:
+            raise AttnvizError(f"{self.root} holds no usable image (see the skipped files); the layout is "
+                               "DIR/<class>/<image> with <stem>_mask.png or <stem>.xml beside each image.")
 
+    def check(self, spec) -> None:
+        return None
 
-def scene_metrics(loaded: zoo.LoadedModel, image: np.ndarray, label: int, mask: np.ndarray,
-                  methods: Sequence[str], with_road: bool) -> tuple[dict[str, dict[str, float]], bool]:
-    """Every metric for every map of one model on one scene; also whether the model was right."""
-    spec = loaded.spec
-    x = spec.preprocess(image)
-    e = explain(loaded, x, methods=methods, target=label, class_names=spec.class_names)
-    maps = {m: e.cams[m].heatmap for m in methods}
-    own = own_spatial_map(e)
-    if own is not None:
-        maps[OWN_MAP] = own
-    out: dict[str, dict[str, float]] = {}
-    theta = next((a.data for a in e.attention_maps if a.layout == "affine"), None)
-    if theta is not None:  # spatial transformer: does the sampled square overlap the object?
-        region = region_mask(theta, mask.shape)
-        out[REGION] = {"iou": float((region & mask).sum() / max(1, (region | mask).sum())),
-                       "coverage": float((region & mask).sum() / max(1, mask.sum())),
-                       "area": float(region.mean())}
-    names = list(maps)
-    with loaded.lock:
-        faith = metrics.faithfulness_many(loaded.model, x, [maps[n] for n in names], label)
-        for name, f in zip(names, faith):
-            saliency = maps[name]
-            out[name] = {"pointing_game": float(metrics.pointing_game(saliency, mask)),
-                         "energy_pointing_game": metrics.energy_pointing_game(saliency, mask),
-                         "iou": metrics.iou(saliency, mask),
-                         "deletion_auc": f.deletion_auc, "insertion_auc": f.insertion_auc}
-        if with_road:
-            road_names = [n for n in names if n in ROAD_MAPS]
-            scores = metrics.road_scores(loaded.model, x, [maps[n] for n in road_names], label)
-            for n, s in zip(road_names, scores):
-                out[n]["road"] = float(s)
-    return out, e.top1.index == label
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.items[i].load()
+
+    def label(self, i: int, spec) -> tuple[int | None, str]:
+        return self.labels[tuple(spec.class_names)].get(self.items[i].path, (None, "not listed"))
+
+    def object_area(self) -> float | None:
+        return None
 
 
-def evaluate_model(name: str, scenes: synth.Scenes, methods: Sequence[str], road_scenes: int,
-                   progress: bool = False) -> dict:
-    """Mean (and standard error) of every metric per map, accuracy, and the first scenes' raw values."""
+# ---- scoring a shard of the images ---------------------------------------------------------------------
+
+def _r(v: float) -> float | int:
+    """A per-image value as stored: rounded to :data:`DIGITS` decimals, whole numbers as ints (PG hits)."""
+    v = round(float(v), DIGITS)
+    return int(v) if v.is_integer() else v
+
+
+def _rounded(d: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {m: {k: _r(v) for k, v in entry.items()} for m, entry in d.items()}
+
+
+@dataclass
+class _Plan:
+    models: list[zoo.LoadedModel]
+    reference: zoo.LoadedModel | None      # whose maps the others are compared with (may be scored too)
+    methods: tuple[str, ...]
+    road_scenes: int
+    batch_size: int
+    faithfulness: bool
+
+
+def _reference_maps(loaded: zoo.LoadedModel, images: list[np.ndarray], labels: list[int], methods, batch_size: int,
+                    ) -> list[dict[str, np.ndarray]]:
+    es = explain_batch(loaded, images, methods, targets=labels, batch_size=batch_size, device=loaded.device,
+                       record=False, class_names=loaded.spec.class_names)
+    return [{m: e.cams[m].heatmap for m in methods} for e in es]
+
+
+def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = False,
+                ) -> tuple[list[tuple[int, dict]], dict[str, ScoringCount]]:
+    """Every model's numbers for the images ``indices`` (a rank's share): ``[(index, record)]`` and, per model,
+    how many maps were scored.
+
+    A record is ``{"models": {name: {"correct", "values", "agreement"}}, "skipped": {name or "*": reason}}``.
+    """
     from tqdm import tqdm
 
-    loaded = zoo.load(name)
-    per_map: dict[str, dict[str, list[float]]] = {}
-    correct = 0
-    check: list[dict] = []
-    for i in tqdm(range(len(scenes)), desc=f"eval {name}", unit="scene", disable=not progress):
-        values, right = scene_metrics(loaded, scenes.images[i], int(scenes.labels[i]), scenes.masks[i], methods,
-                                      with_road=i < road_scenes)
-        correct += right
-        if i < CHECK_SCENES:
-            check.append({"index": i, "values": values})
-        for m, d in values.items():
-            for k, v in d.items():
-                per_map.setdefault(m, {}).setdefault(k, []).append(v)
-    summary = {m: {k: {"mean": float(np.mean(v)), "sem": float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1
-                       else 0.0, "n": len(v)} for k, v in d.items()} for m, d in per_map.items()}
-    return {"model": name, "display_name": loaded.spec.display_name, "attention": loaded.spec.attention,
-            "accuracy": correct / len(scenes), "maps": summary, "check": check}
+    counts = {m.spec.name: ScoringCount() for m in plan.models}
+    names = list(counts)
+    ref = plan.reference
+    order = sorted(plan.models, key=lambda m: m is not ref)   # the reference first: the others need its maps
+    records: dict[int, dict] = {i: {"models": {}, "skipped": {}} for i in indices}
+    bar = tqdm(total=len(indices) * len(names), desc="eval", unit="map set", disable=not progress, file=sys.stderr)
+    for start in range(0, len(indices), plan.batch_size):
+        chunk = list(indices[start:start + plan.batch_size])
+        decoded: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        for i in chunk:
+            try:
+                decoded[i] = images.load(i)
+            except AttnvizError as exc:
+                records[i]["skipped"]["*"] = str(exc)
+                tqdm.write(f"skipped {images.ids[i]}: {exc}", file=sys.stderr)
+        # ROAD's imputation noise is seeded by the image's pixels: the same image gets the same noise whatever its
+        # position, shard or batch (and a folder export of the scenes gets the scenes' numbers)
+        seeds = {i: zlib.crc32(np.ascontiguousarray(image).tobytes()) for i, (image, _) in decoded.items()}
+        ref_maps: dict[int, dict[str, np.ndarray]] = {}
+        if ref is not None and ref not in plan.models:
+            usable = [i for i in decoded if images.label(i, ref.spec)[0] is not None]
+            if usable:
+                maps = _reference_maps(ref, [decoded[i][0] for i in usable], [images.label(i, ref.spec)[0]
+                                                                              for i in usable],
+                                       plan.methods, plan.batch_size)
+                ref_maps = dict(zip(usable, maps))
+        for loaded in order:
+            name = loaded.spec.name
+            labelled = []
+            for i in decoded:
+                label, reason = images.label(i, loaded.spec)
+                if label is None:
+                    records[i]["skipped"][name] = reason
+                else:
+                    labelled.append((i, label))
+            if labelled:
+                compare = ref is not None and loaded is not ref and \
+                    tuple(ref.spec.class_names) == tuple(loaded.spec.class_names)
+                scores, cams = score_chunk(
+                    loaded, [decoded[i][0] for i, _ in labelled], [lab for _, lab in labelled],
+                    [decoded[i][1] for i, _ in labelled], plan.methods,
+                    road=[i < plan.road_scenes for i, _ in labelled], seeds=[seeds[i] for i, _ in labelled],
+                    batch_size=plan.batch_size, reference=[ref_maps.get(i, {}) for i, _ in labelled] if compare
+                    else None, faithfulness=plan.faithfulness, count=counts[name])
+                if loaded is ref:
+                    ref_maps = {i: c for (i, _), c in zip(labelled, cams)}
+                for (i, _), s in zip(labelled, scores):
+                    records[i]["models"][name] = {"correct": bool(s.correct), "values": _rounded(s.values),
+                                                  "agreement": _rounded(s.agreement)}
+            bar.update(len(chunk))
+    bar.close()
+    return [(i, records[i]) for i in indices], counts
 
 
-SETTINGS = ("seed", "n", "road_scenes", "methods", "synth_version")
+# ---- rows of results.json ------------------------------------------------------------------------------
+
+def model_row(spec, ids: list, records: list[dict]) -> dict:
+    """One model's entry: identity, per-image values aligned to ``ids`` (None where it has none), check values."""
+    name = spec.name
+    mine = [r["models"].get(name) for r in records]
+    maps: dict[str, list[str]] = {}
+    for r in mine:
+        for m, entry in (r or {}).get("values", {}).items():
+            for k in entry:
+                if k not in maps.setdefault(m, []):
+                    maps[m].append(k)
+    methods = list(dict.fromkeys(m for r in mine for m in (r or {}).get("agreement", {})))
+    agreement_keys = list(dict.fromkeys(k for r in mine for a in (r or {}).get("agreement", {}).values() for k in a))
+    per_image = {
+        "correct": [None if r is None else int(r["correct"]) for r in mine],
+        "values": {m: {k: [None if r is None else r["values"].get(m, {}).get(k) for r in mine] for k in keys}
+                   for m, keys in maps.items()},
+        "agreement": {m: {k: [None if r is None else r["agreement"].get(m, {}).get(k) for r in mine]
+                          for k in agreement_keys} for m in methods},
+    }
+    check = [{"index": ids[j], "values": r["values"]} for j, r in enumerate(mine) if r is not None][:CHECK_SCENES]
+    card = spec.card or {}
+    row = {"model": name, "display_name": spec.display_name, "attention": spec.attention, "source": spec.source,
+           "training_seed": (card.get("recipe") or {}).get("torch_seed"), "per_image": per_image, "check": check}
+    if card.get("replicate_of"):
+        row["replicate_of"] = card["replicate_of"]
+    return row
 
 
-def run_eval(models: Sequence[str] | None = None, n: int = 200, seed: int | None = None, out: Path = Path("docs"),
-             progress: bool = True, methods: Sequence[str] = ONE_PASS, road_scenes: int = ROAD_SCENES,
-             update: bool = False) -> dict:
+def _describe_command(n: int, road: int, seed: int, methods: Sequence[str], data: Path | None) -> str:
+    parts = ["attnviz eval"]
+    if data is not None:
+        parts.append(f"--data {data}")
+    else:
+        parts.append(f"--n {n}")
+    parts.append(f"--road {road}")
+    if data is None and seed != EVAL_SEED:
+        parts.append(f"--seed {seed}")
+    if tuple(methods) != DEFAULT_METHODS:
+        parts.append(f"--methods {','.join(methods)}")
+    return " ".join(parts)
+
+
+def _reference_model(chosen: list[zoo.LoadedModel], images, device) -> zoo.LoadedModel | None:
+    """The model whose maps the others are compared with: the bundled baseline where it fits the data (it is
+    loaded for its maps alone when it is not evaluated), else the first attention-free model chosen."""
+    for m in chosen:
+        if m.spec.name == REFERENCE:
+            return m
+    if isinstance(images, SceneImages):
+        try:
+            spec = zoo.get_spec(REFERENCE)
+        except AttnvizError:
+            spec = None
+        if spec is not None and tuple(spec.class_names) == tuple(synth.CLASS_NAMES) and spec.weights.available():
+            return zoo.load(spec, device)
+    return next((m for m in chosen if m.spec.attention == "none"), None)
+
+
+def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: int | None = None,
+             out: Path = Path("docs"), progress: bool = True, methods: Sequence[str] | None = None,
+             road_scenes: int = ROAD_SCENES, update: bool = False, *, data: str | Path | None = None,
+             batch_size: int = DEFAULT_BATCH_SIZE, device: str | None = None, faithfulness: bool = True) -> dict:
     """Evaluate ``models`` (default: the bundled zoo) and write results.{md,json,png} into ``out``.
 
-    ``update`` keeps the other models' rows of an existing ``results.json`` made with the same settings,
-    so one newly trained variant can be added without re-running the whole zoo.
+    ``n``: benchmark scenes (default 200); with ``data`` at most that many images of the folder (default all).
+    ``update`` keeps the other models' rows (and replicates) of an existing ``results.json`` made with the
+    same settings, so one newly trained variant or replicate can be added without re-running the whole zoo.
+    ``faithfulness=False`` skips deletion / insertion and ROAD (localisation and agreement only).
+    Under torchrun every rank returns after the gather; only rank 0 writes files and gets the result.
     """
-    torch.set_num_threads(2)
-    names = list(models) if models else zoo.bundled()
+    from .eval_report import finalise, write_outputs
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    if batch_size < 1:
+        raise AttnvizError("--batch-size must be at least 1.")
+    if data is not None and seed is not None:
+        raise AttnvizError("--seed chooses benchmark scenes; it does not apply to --data.")
+    methods = check_methods(methods or DEFAULT_METHODS)
+    names = list(dict.fromkeys(models)) if models else zoo.bundled()
+    if not names:
+        raise AttnvizError("No models to evaluate: the bundled weights are missing.")
+    world = distributed.current()
+    device = distributed.rank_device(device, world)
     seed = EVAL_SEED if seed is None else seed
-    road_scenes = min(road_scenes, n)
-    result = {
-        "command": f"attnviz eval --n {n} --road {road_scenes}" + (f" --seed {seed}" if seed != EVAL_SEED else ""),
-        "seed": seed, "n": n, "road_scenes": road_scenes, "methods": list(methods),
-        "target": "the true class", "synth_version": synth.VERSION,
-        "machine": f"{platform.machine()}, torch {torch.__version__}",
-    }
-    kept: list[dict] = []
-    seconds = 0.0
-    if update:
-        if not (out / "results.json").exists():
-            raise AttnvizError(f"nothing to update: {out / 'results.json'} does not exist; run without --update")
-        previous = json.loads((out / "results.json").read_text())
-        different = [k for k in SETTINGS if previous.get(k) != result[k]]
-        if different:
-            raise AttnvizError(f"cannot update {out / 'results.json'}: it was made with other settings "
-                             f"({', '.join(different)}); run without --update")
-        kept = [r for r in previous["models"] if r["model"] not in names]
-        seconds = previous["seconds"]
-    scenes = cached_scenes(n, seed, synth.IMAGE_SIZE, progress=progress)
-    result["object_area"] = round(float(scenes.masks.mean()), 4)  # EPG of a uniform map: the chance level
-    start = time.perf_counter()
-    rows = [evaluate_model(name, scenes, methods, road_scenes, progress) for name in names]
+    with distributed.process_group(world, device):
+        loaded = [zoo.load(name, device) for name in names]
+        if world.distributed and not world.is_main:
+            distributed.barrier(world)   # rank 0 lists the folder / generates the scenes (and their cache) first
+        if data is not None:
+            data = Path(data)
+            images = FolderImages(data, [m.spec for m in loaded], n)
+        else:
+            if n is None:
+                n = 200
+            if n < 1:
+                raise AttnvizError("--n must be at least 1.")
+            images = SceneImages(n, seed, progress and world.is_main)
+        if world.distributed and world.is_main:
+            distributed.barrier(world)
+        for m in loaded:
+            images.check(m.spec)
+        n_images = len(images.ids)
+        road_scenes = max(0, min(road_scenes, n_images)) if faithfulness else 0
+        result = {
+            "command": _describe_command(n_images, road_scenes, seed, methods, data),
+            "seed": None if data is not None else seed, "n": n_images, "road_scenes": road_scenes,
+            "methods": list(methods), "target": "the true class", "synth_version": synth.VERSION,
+            "data": None if data is None else str(data), "localisation_only": not faithfulness,
+            "machine": f"{platform.machine()}, torch {torch.__version__}",
+        }
+        previous = _previous(out, result, images.ids) if update else None
+        reference = _reference_model(loaded, images, device)
+        plan = _Plan(loaded, reference, methods, road_scenes, batch_size, faithfulness)
+        start = time.perf_counter()
+        mine, counts = score_shard(images, [i for i, _ in distributed.shard(range(n_images), world)], plan,
+                                   progress=progress and world.is_main)
+        parts = distributed.gather((mine, counts), world)
+        if not world.is_main:
+            return {}
+        records = distributed.merge_indexed([p[0] for p in parts])
+        counts = {m.spec.name: ScoringCount() for m in loaded}
+        for _, part in parts:
+            for name, c in part.items():
+                counts[name].add(c)
+    seconds = time.perf_counter() - start
+    result.update(
+        ids=images.ids, object_area=None if images.object_area() is None else round(images.object_area(), 4),
+        reference=reference.spec.name if reference is not None else None,
+        batch_size=batch_size, device=str(loaded[0].device), processes=world.size,
+        skipped=images.listing_skipped + [{"image": images.ids[i], "model": who if who != "*" else None,
+                                           "reason": why} for i, r in enumerate(records)
+                                          for who, why in r["skipped"].items()],
+    )
+    rows = [model_row(m.spec, images.ids, records) for m in loaded]
+    for row in rows:
+        row["scoring"] = counts[row["model"]].to_json()
+    fresh = [r for r in rows if r["source"] != "replicate"]
+    replicates = [r for r in rows if r["source"] == "replicate"]
+    kept_models = [r for r in (previous or {}).get("models", []) if r["model"] not in names]
+    kept_replicates = [r for r in (previous or {}).get("replicates", []) if r["model"] not in names]
     order = {name: i for i, name in enumerate(zoo.bundled())}
-    result["seconds"] = round(seconds + time.perf_counter() - start, 1)
-    result["models"] = sorted(kept + rows, key=lambda r: order.get(r["model"], len(order)))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "results.md").write_text(results_markdown(result))
-    plot_results(result, out / "results.png")
+    result["seconds"] = round(((previous or {}).get("seconds") or 0.0) + seconds, 1)
+    result["models"] = sorted(kept_models + fresh, key=lambda r: order.get(r["model"], len(order)))
+    result["replicates"] = sorted(kept_replicates + replicates, key=lambda r: r["model"])
+    finalise(result)
+    write_outputs(result, out)
+    total = ScoringCount()
+    for c in counts.values():
+        total.add(c)
+    _print_scoring(total, seconds)
     return result
 
 
-def _fmt(stat: dict | None, pct: bool = False) -> str:
-    if stat is None:
-        return "–"
-    return f"{stat['mean'] * 100:.1f}" if pct else f"{stat['mean']:.3f}"
+def _print_scoring(count: ScoringCount, seconds: float) -> None:
+    saved = count.maps_requested - count.maps_scored
+    line = (f"eval: {seconds:.1f} s; scored {count.maps_scored} of {count.maps_requested} maps "
+            f"({saved} identical to another method's map of the same image, numbers copied)")
+    if count.road_requested:
+        line += f"; ROAD {count.road_scored} of {count.road_requested}"
+    print(line, file=sys.stderr)
 
 
-def results_markdown(result: dict) -> str:
-    from .render import METHOD_TITLES
-
-    lines = [
-        "# Results: localisation and faithfulness of the bundled zoo",
-        "",
-        f"Produced by `{result['command']}` ({result['n']} benchmark scenes, data seed {result['seed']}, "
-        f"never used in training; synth v{result['synth_version']}; {result['seconds'] / 60:.1f} min on "
-        f"{result['machine']}). Every map explains the **true class**. ROAD uses the first "
-        f"{result['road_scenes']} scenes.",
-        "",
-        "* **PG** pointing game: % of scenes whose map maximum lies on the object (higher is better)",
-        "* **EPG** energy pointing game: % of the map's mass on the object (higher is better)",
-        "* **IoU** of the map thresholded at half its maximum with the object mask (higher is better)",
-        "* **Del** deletion AUC: class probability as the most salient pixels are removed (lower is better)",
-        "* **Ins** insertion AUC: class probability as they are revealed on a blurred image (higher is better)",
-        "* **ROAD** pytorch-grad-cam's ROADCombined, percentiles 20–80 (higher is better)",
-        "* **attention** = the module's own last-stage spatial map (stage mean of its gates); models with "
-        "channel-only attention (SE, ECA) or none have no row for it.",
-        "",
-        "Where the CAM layer (the last stage) feeds global average pooling and the classifier directly, "
-        "as in the core variants, the class score's gradient is the same at every position: XGrad-CAM and HiResCAM then "
-        "reduce to Grad-CAM, and their rows repeat Grad-CAM's. They differ on layers further from the head "
-        "(`--layer layer2`).",
-        "",
-        "![Energy pointing game and insertion AUC per model and map](results.png)",
-        "",
-        "| model | accuracy | map | PG % | EPG % | IoU | Del ↓ | Ins ↑ | ROAD ↑ |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in result["models"]:
-        for m, stats in row["maps"].items():
-            if m == REGION:
-                continue
-            lines.append(f"| {row['display_name']} | {row['accuracy'] * 100:.1f} % | {METHOD_TITLES.get(m, m)} | "
-                         f"{_fmt(stats.get('pointing_game'), True)} | {_fmt(stats.get('energy_pointing_game'), True)} | "
-                         f"{_fmt(stats.get('iou'))} | {_fmt(stats.get('deletion_auc'))} | "
-                         f"{_fmt(stats.get('insertion_auc'))} | {_fmt(stats.get('road'))} |")
-    own = [r for r in result["models"] if OWN_MAP in r["maps"] and "gradcam" in r["maps"]]
-    if own:
-        lines += ["", "## The modules' own maps vs Grad-CAM", "",
-                  "Share of the map's energy on the object (EPG) and pointing-game hits, the attention module's "
-                  "last-stage spatial gate next to Grad-CAM of the same model. Chance level: objects cover "
-                  f"{result['object_area'] * 100:.1f} % of the image on average, which is the EPG of a uniform map "
-                  "and roughly the pointing game of a random one.", ""]
-        for r in own:
-            a, g = r["maps"][OWN_MAP], r["maps"]["gradcam"]
-            lines.append(f"* {r['display_name']}: attention EPG {_fmt(a['energy_pointing_game'], True)} %, "
-                         f"PG {_fmt(a['pointing_game'], True)} % — Grad-CAM EPG "
-                         f"{_fmt(g['energy_pointing_game'], True)} %, PG {_fmt(g['pointing_game'], True)} %")
-    stn = [r for r in result["models"] if REGION in r["maps"]]
-    if stn:
-        lines += ["", "## Spatial transformer: the sampled region vs the object", ""]
-        for r in stn:
-            reg = r["maps"][REGION]
-            lines.append(f"* {r['display_name']}: mean IoU of the sampled square with the object mask "
-                         f"**{reg['iou']['mean']:.3f}** (± {reg['iou']['sem']:.3f}); on average the square covers "
-                         f"{reg['coverage']['mean'] * 100:.1f} % of the object's pixels and "
-                         f"{reg['area']['mean'] * 100:.1f} % of the image.")
-    lines += ["", "Standard errors and per-scene check values are in `results.json`.", ""]
-    return "\n".join(lines)
+def _previous(out: Path, result: dict, ids: list) -> dict:
+    """The results.json an ``--update`` adds to, refused unless it was made with the same settings and images."""
+    path = out / "results.json"
+    if not path.exists():
+        raise AttnvizError(f"nothing to update: {path} does not exist; run without --update")
+    previous = json.loads(path.read_text())
+    if any("per_image" not in row for row in previous.get("models", []) + previous.get("replicates", [])):
+        raise AttnvizError(f"cannot update {path}: it was written by an older attnviz without per-image values; "
+                           "run without --update")
+    different = [k for k in SETTINGS if previous.get(k) != result[k]]
+    if different:
+        raise AttnvizError(f"cannot update {path}: it was made with other settings ({', '.join(different)}); "
+                           "run without --update")
+    if previous.get("ids") != ids:
+        raise AttnvizError(f"cannot update {path}: it scored other images (the folder changed?); run without --update")
+    return previous
 
 
-def plot_results(result: dict, path: Path) -> None:
-    """Grouped bars: energy pointing game and insertion AUC per model, one bar per map."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from .render import METHOD_TITLES
-
-    rows = result["models"]
-    maps = list(dict.fromkeys(m for r in rows for m in r["maps"] if m != REGION))
-    fig = Figure(figsize=(11, 6.5), dpi=100)
-    FigureCanvasAgg(fig)
-    for k, (key, title) in enumerate((("energy_pointing_game", "Energy pointing game (higher is better)"),
-                                      ("insertion_auc", "Insertion AUC (higher is better)"))):
-        ax = fig.add_subplot(2, 1, k + 1)
-        width = 0.8 / max(1, len(maps))
-        for j, m in enumerate(maps):
-            xs, ys, errs = [], [], []
-            for i, r in enumerate(rows):
-                stat = r["maps"].get(m, {}).get(key)
-                if stat:
-                    xs.append(i + (j - len(maps) / 2 + 0.5) * width)
-                    ys.append(stat["mean"])
-                    errs.append(stat["sem"])
-            ax.bar(xs, ys, width, yerr=errs, label=METHOD_TITLES.get(m, m), capsize=2)
-        ax.set_xticks(range(len(rows)), [r["display_name"] for r in rows])
-        ax.set_title(title, fontsize=11)
-        ax.set_ylim(0, 1)
-        ax.grid(axis="y", alpha=0.3)
-    fig.axes[0].legend(ncol=min(6, len(maps)), fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
+def scene_metrics(loaded: zoo.LoadedModel, image: np.ndarray, label: int, mask: np.ndarray | None,
+                  methods: Sequence[str], with_road: bool, seed: int = 0) -> tuple[dict[str, dict[str, float]], bool]:
+    """Every metric of every map of one model on one image (the batch of one of :func:`score_chunk`), and
+    whether the model was right. ROAD's imputation noise starts from ``seed`` (``attnviz eval`` uses a CRC-32
+    of the image's pixels)."""
+    (s,), _ = score_chunk(loaded, [image], [label], [mask], check_methods(methods), road=[with_road], seeds=[seed],
+                          batch_size=1)
+    return s.values, bool(s.correct)

@@ -10,13 +10,27 @@ from .results import Comparison, Explanation
 OWN_MAP = "attention"  # the key under which a model's own (stage-summary) spatial map is scored
 
 
-def mask_for_view(mask: np.ndarray, image_shape: tuple[int, int], view_size: int, resize_size: int) -> np.ndarray:
-    """Apply the model's resize + centre crop to a full-image mask, so it lines up with the model's view."""
+def mask_for_view(mask: np.ndarray, image_shape: tuple[int, int], view_size: int, resize_size: int,
+                  interpolation: str = "bilinear") -> np.ndarray:
+    """Apply the model's resize + centre crop to a full-image mask, so it lines up with the model's view.
+
+    The geometry is :meth:`ModelSpec.model_view`'s: a spec that resamples like timm (``interpolation``
+    "bicubic") truncates the long side and rounds the crop offset, the others round the side and floor it.
+    """
     h, w = image_shape
-    scale = resize_size / min(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if interpolation == "bicubic":
+        new_w, new_h = (int(resize_size * w / h), resize_size) if h <= w else (resize_size, int(resize_size * h / w))
+    else:
+        scale = resize_size / min(h, w)
+        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     m = cv2.resize(mask.astype(np.uint8), (new_w, new_h), interpolation=cv2.INTER_NEAREST)
-    top, left = max(0, (new_h - view_size) // 2), max(0, (new_w - view_size) // 2)
+    if new_h < view_size or new_w < view_size:   # the view pads by edge replication here
+        m = cv2.copyMakeBorder(m, 0, max(0, view_size - new_h), 0, max(0, view_size - new_w), cv2.BORDER_REPLICATE)
+        new_h, new_w = m.shape
+    if interpolation == "bicubic":
+        top, left = int(round((new_h - view_size) / 2.0)), int(round((new_w - view_size) / 2.0))
+    else:
+        top, left = max(0, (new_h - view_size) // 2), max(0, (new_w - view_size) // 2)
     return m[top:top + view_size, left:left + view_size].astype(bool)
 
 

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from .agreement import spearman, unit as _unit
-from .engine import check_methods, explain
+from .engine import DEFAULT_BATCH_SIZE, check_methods, explain_batch
 from .errors import AttnvizError
 from .localisation import OWN_MAP, own_spatial_map
 from .zoo import LoadedModel
@@ -162,16 +162,19 @@ def cascading_randomisation(model: nn.Module, groups: Sequence[LayerGroup], seed
 # ---- maps and their comparison ----------------------------------------------------------------------
 
 def compute_maps(model: LoadedModel | nn.Module, x: torch.Tensor, targets: Sequence[int], methods: Sequence[str],
-                 layer: str, class_names: Sequence[str]) -> dict[str, np.ndarray]:
+                 layer: str, class_names: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
+                 ) -> dict[str, np.ndarray]:
     """``{map name: (N, H, W) float32}``: every CAM method's heatmap and the module's own spatial map.
 
-    The one place sanity checks compute maps, through ``engine.explain`` image by image; own maps are
-    resized to the input's H x W.
+    The one place sanity checks compute maps: ``engine.explain_batch``, ``batch_size`` images per pass (in eval
+    mode the images of a batch do not interact, so each map is the one-image map up to float rounding); own
+    maps are resized to the input's H x W.
     """
     height, width = x.shape[-2:]
+    explanations = explain_batch(model, x, methods, targets=[int(t) for t in targets], layer=layer,
+                                 batch_size=batch_size, class_names=class_names)
     out: dict[str, list[np.ndarray]] = {}
-    for i in range(len(x)):
-        e = explain(model, x[i:i + 1], methods, target=int(targets[i]), layer=layer, class_names=class_names)
+    for e in explanations:
         for m in methods:
             out.setdefault(m, []).append(e.cams[m].heatmap.astype(np.float32))
         own = own_spatial_map(e)

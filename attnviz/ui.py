@@ -107,7 +107,7 @@ def _guard(fn, *args, **kwargs):
 # ---- model lists ---------------------------------------------------------------------------
 
 def _selectable(spec: ModelSpec) -> bool:
-    return spec.source != "random"
+    return spec.source not in ("random", "replicate")  # replicates are for `attnviz eval`, not the page
 
 
 def _model_choices() -> list[tuple[str, str]]:

@@ -202,7 +202,7 @@ def read_card(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def spec_from_card(card: dict, weights_path: Path) -> ModelSpec:
+def spec_from_card(card: dict, weights_path: Path, source: str = "bundled zoo") -> ModelSpec:
     """A bundled model's spec from its model card (the card is the single source of truth)."""
     arch = card["architecture"]
     num_classes = len(card["class_names"])
@@ -216,7 +216,7 @@ def spec_from_card(card: dict, weights_path: Path) -> ModelSpec:
         builder=builder, weights=WeightsSource(weights_path, card.get("sha256", ""), "bundled"),
         class_names=tuple(card["class_names"]), input_size=card["input_size"],
         resize_size=card.get("resize_size", card["input_size"]), mean=tuple(card["mean"]), std=tuple(card["std"]),
-        default_layer=card["default_layer"], layers=tuple(card["layers"]), source="bundled zoo", card=card)
+        default_layer=card["default_layer"], layers=tuple(card["layers"]), source=source, card=card)
 
 
 @lru_cache(maxsize=1)
@@ -234,6 +234,24 @@ def _bundled_provider() -> Iterable[ModelSpec]:
 
 
 add_provider(_bundled_provider)
+
+REPLICATES_DIR = WEIGHTS_DIR / "replicates"
+
+
+def replicate_specs(folder: Path | None = None) -> list[ModelSpec]:
+    """Training-seed replicates (``<name>_seed<S>``, cards with ``"replicate_of"``), source "replicate": they
+    load by name (``load("se_seed1")``) for ``attnviz eval`` but are not bundled models, so neither
+    :func:`bundled` nor the page lists them."""
+    folder = REPLICATES_DIR if folder is None else Path(folder)
+    found = []
+    for card_path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        weights = card_path.with_suffix(".safetensors")
+        if weights.is_file():
+            found.append(spec_from_card(read_card(card_path), weights, source="replicate"))
+    return found
+
+
+add_provider(replicate_specs)
 
 
 def _imagenet_provider() -> Iterable[ModelSpec]:

@@ -9,6 +9,15 @@ from torch import nn
 from attnviz import metrics
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: OpenMP's hand-offs between threads cost more than the arithmetic on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def mask() -> np.ndarray:
     m = np.zeros((4, 4), bool)
@@ -113,3 +122,76 @@ def test_batched_faithfulness_equals_one_map_at_a_time():
     for a, b in zip(together, alone):
         assert a.deletion_auc == pytest.approx(b.deletion_auc, abs=1e-6)
         assert a.insertion_auc == pytest.approx(b.insertion_auc, abs=1e-6)
+
+
+def _one_image_curves(model, x, saliency, target, steps=16, blur_sigma=5.0):
+    """The per-image deletion / insertion curves as attnviz computed them before batching across images
+    (one image, one map, every step its own masked copy), kept here as the reference."""
+    import cv2
+
+    _, _, h, w = x.shape
+    k = int(2 * round(3 * blur_sigma) + 1)
+    blurred = cv2.GaussianBlur(x[0].permute(1, 2, 0).numpy(), (k, k), blur_sigma)
+    blurred = torch.from_numpy(blurred).permute(2, 0, 1)[None]
+    order = torch.from_numpy(np.argsort(-saliency.ravel(), kind="stable"))
+    revealed = torch.zeros(steps + 1, h * w)
+    for i in range(steps + 1):
+        revealed[i, order[:round(i * h * w / steps)]] = 1.0
+    revealed = revealed.view(steps + 1, 1, h, w)
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.cat([x * (1 - revealed), blurred * (1 - revealed) + x * revealed])), 1)
+    probs = probs[:, target].numpy()
+    return probs[:steps + 1], probs[steps + 1:]
+
+
+def _small_classifier() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
+
+
+def test_curves_batched_across_images_and_maps_equal_the_one_image_path():
+    model = _small_classifier()
+    rng = np.random.default_rng(3)
+    x = torch.randn(3, 3, 12, 12)
+    maps = [[rng.random((12, 12)) for _ in range(k)] for k in (2, 1, 3)]   # a different number of maps per image
+    maps[1][0] = rng.random((3, 3))                                        # a layer-resolution map is resized
+    targets = [0, 3, 2]
+    # 5 inputs per forward: batches end inside one map's path and mix images
+    curves = metrics.perturbation_curves_batch(model, x, maps, targets, steps=8, max_batch=5)
+    for i in range(3):
+        deletion, insertion = curves[i]
+        assert deletion.shape == insertion.shape == (len(maps[i]), 9)
+        for j, s in enumerate(maps[i]):
+            ref_del, ref_ins = _one_image_curves(model, x[i:i + 1], metrics._resize_to(s, (12, 12)), targets[i], 8)
+            np.testing.assert_allclose(deletion[j], ref_del, atol=1e-6)
+            np.testing.assert_allclose(insertion[j], ref_ins, atol=1e-6)
+    together = metrics.faithfulness_batch(model, x, maps, targets, steps=8, max_batch=7)
+    alone = metrics.faithfulness(model, x[2:3], maps[2][1], target=2, steps=8)
+    assert together[2][1].deletion_auc == pytest.approx(alone.deletion_auc, abs=1e-6)
+    assert together[2][1].insertion_auc == pytest.approx(alone.insertion_auc, abs=1e-6)
+
+
+def test_batched_road_equals_pytorch_grad_cam_per_map_after_the_images_seed():
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model = _small_classifier()
+    rng = np.random.default_rng(4)
+    x = torch.randn(2, 3, 16, 16)
+    maps = [[rng.random((16, 16)).astype(np.float32) for _ in range(2)], [rng.random((16, 16)).astype(np.float32)]]
+    targets, seeds = [1, 2], [11, 12345]
+    torch.manual_seed(99)
+    state = torch.get_rng_state()
+    scores = metrics.road_scores_batch(model, x, maps, targets, seeds=seeds, max_batch=6)
+    assert torch.equal(torch.get_rng_state(), state)       # the caller's generator is left as it was
+    for i in range(2):
+        assert scores[i].shape == (len(maps[i]),)
+        for j, cam in enumerate(maps[i]):
+            torch.manual_seed(seeds[i])
+            expected = ROADCombined(percentiles=[20, 40, 60, 80])(x[i:i + 1], cam[None],
+                                                                  [ClassifierOutputSoftmaxTarget(targets[i])], model)
+            assert scores[i][j] == pytest.approx(float(expected[0]), abs=1e-6), (i, j)
+    # the same image with other company in the batch gets the same score
+    alone = metrics.road_scores(model, x[1:2], maps[1], targets[1], seed=seeds[1])
+    assert alone[0] == pytest.approx(scores[1][0], abs=1e-6)

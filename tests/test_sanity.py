@@ -186,3 +186,18 @@ def test_rank_correlation_matches_scipy_and_ssim_is_scale_free():
     assert sanity.ssim(a, a * 5 + 2) == pytest.approx(1.0)           # min-max scaling before SSIM
     unit = lambda m: (m - m.min()) / (m.max() - m.min())  # noqa: E731
     assert sanity.ssim(a, b) == pytest.approx(structural_similarity(unit(a), unit(b), data_range=1.0))
+
+
+def test_maps_come_from_one_batched_pass_equal_to_one_image_at_a_time():
+    from attnviz.engine import explain
+
+    loaded = zoo.load("cbam", "cpu")
+    scenes = cached_scenes(3, EVAL_SEED, synth.IMAGE_SIZE)
+    x = loaded.spec.preprocess(scenes.images)
+    labels = [int(v) for v in scenes.labels]
+    maps = sanity.compute_maps(loaded, x, labels, ("gradcam", "layercam"), "layer3", loaded.spec.class_names)
+    assert set(maps) == {"gradcam", "layercam", OWN_MAP} and maps["gradcam"].shape == (3, 128, 128)
+    for i in range(3):
+        e = explain(loaded, x[i:i + 1], ("gradcam", "layercam"), target=labels[i], layer="layer3")
+        for m in ("gradcam", "layercam"):
+            np.testing.assert_allclose(maps[m][i], e.cams[m].heatmap, atol=1e-5)

@@ -1,0 +1,547 @@
+"""What ``attnviz eval`` writes: statistics from the stored per-image values, results.md and results.png.
+
+Everything here is computed from ``results.json`` alone (its per-image values), so a reader can recompute
+every number and ``--update`` can recompute the tables after adding a model:
+
+* every metric of every map: mean, 95 % percentile-bootstrap CI over images (:mod:`attnviz.stats`, 1,000
+  resamples, fixed seed), n and standard error;
+* "vs baseline": per variant, map and metric the paired difference from the reference model (the bundled
+  baseline) on the images both scored, with its CI and whether the CI excludes 0;
+* agreement of each variant's map with the baseline's (same image, method and target), averaged with CIs;
+* across training seeds: mean ± sd over the bundled model and its replicates (``<name>_seed<S>``).
+
+Sentences in results.md that state a finding are generated from these numbers and carry them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import stats
+from .eval_scoring import REGION
+from .localisation import OWN_MAP
+
+SEED_METRICS = ("pointing_game", "energy_pointing_game", "iou")
+
+
+# ---- statistics -----------------------------------------------------------------------------------------
+
+def summary(values: Sequence[float | None]) -> dict | None:
+    """``{"mean", "ci95": [lo, hi], "n", "sem"}`` of the non-missing values (None when there are none)."""
+    arr = np.asarray([v for v in values if v is not None], np.float64)
+    if arr.size == 0:
+        return None
+    out = stats.mean_ci(arr).to_json()
+    out["sem"] = float(arr.std(ddof=1) / np.sqrt(arr.size)) if arr.size > 1 else 0.0
+    return out
+
+
+def paired(variant: Sequence[float | None], baseline: Sequence[float | None]) -> dict | None:
+    """Paired difference ``variant - baseline`` over the images where both have a value."""
+    pairs = [(a, b) for a, b in zip(variant, baseline) if a is not None and b is not None]
+    if not pairs:
+        return None
+    a, b = zip(*pairs)
+    return stats.paired_difference(a, b).to_json()
+
+
+def _summarise_row(row: dict) -> None:
+    per = row["per_image"]
+    acc = summary(per["correct"])
+    row["accuracy"] = acc["mean"] if acc else None
+    row["accuracy_ci95"] = acc["ci95"] if acc else None
+    row["accuracy_n"] = acc["n"] if acc else 0
+    row["maps"] = {m: {k: s for k, v in metrics.items() if (s := summary(v)) is not None}
+                   for m, metrics in per["values"].items()}
+    row["agreement"] = {m: {k: s for k, v in keys.items() if (s := summary(v)) is not None}
+                        for m, keys in per.get("agreement", {}).items()}
+
+
+def _vs_reference(row: dict, ref: dict) -> dict:
+    out: dict = {}
+    acc = paired(row["per_image"]["correct"], ref["per_image"]["correct"])
+    if acc is not None:
+        out["accuracy"] = acc
+    for m, metrics in row["per_image"]["values"].items():
+        if m == REGION or m not in ref["per_image"]["values"]:
+            continue
+        diffs = {k: d for k, v in metrics.items() if k in ref["per_image"]["values"][m]
+                 and (d := paired(v, ref["per_image"]["values"][m][k])) is not None}
+        if diffs:
+            out[m] = diffs
+    return out
+
+
+def _mean_sd(values: list[float]) -> dict:
+    arr = np.asarray(values, np.float64)
+    return {"values": [float(v) for v in arr], "mean": float(arr.mean()),
+            "sd": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
+
+
+def _own_minus_gradcam(row: dict, metric: str) -> float | None:
+    maps = row["maps"]
+    if OWN_MAP in maps and "gradcam" in maps and metric in maps[OWN_MAP] and metric in maps["gradcam"]:
+        return maps[OWN_MAP][metric]["mean"] - maps["gradcam"][metric]["mean"]
+    return None
+
+
+def across_seeds(models: list[dict], replicates: list[dict], reference: str | None) -> list[dict]:
+    """Per bundled model that has replicates: mean ± sd over its runs of accuracy and PG / EPG / IoU per map,
+    and, per training seed, the variant's mean minus the reference's run of the same seed."""
+    by_name = {r["model"]: r for r in models + replicates}
+    bases = list(dict.fromkeys(r["replicate_of"] for r in replicates if r.get("replicate_of")))
+    runs_of = {}
+    for base in bases:
+        runs = [r for r in replicates if r.get("replicate_of") == base]
+        if base in by_name:
+            runs.append(by_name[base])
+        runs_of[base] = sorted(runs, key=lambda r: (r.get("training_seed") is None, r.get("training_seed") or 0))
+    ref_by_seed = {r.get("training_seed"): r for r in runs_of.get(reference, [])}
+    out = []
+    position = {r["model"]: i for i, r in enumerate(models)}
+    for base in sorted(bases, key=lambda b: (b != reference, position.get(b, len(position)), b)):
+        runs = runs_of[base]
+        maps = [m for m in runs[0]["maps"] if m != REGION and all(m in r["maps"] for r in runs)]
+        entry = {"model": base, "display_name": by_name.get(base, runs[-1])["display_name"],
+                 "runs": [r["model"] for r in runs],
+                 "seeds": [r.get("training_seed") for r in runs],
+                 "accuracy": _mean_sd([r["accuracy"] for r in runs]),
+                 "maps": {m: {k: _mean_sd([r["maps"][m][k]["mean"] for r in runs]) for k in SEED_METRICS
+                              if all(k in r["maps"][m] for r in runs)} for m in maps}}
+        own = {k: [_own_minus_gradcam(r, k) for r in runs] for k in SEED_METRICS}
+        if all(v is not None for v in own["energy_pointing_game"]):
+            entry["own_minus_gradcam"] = {k: v for k, v in own.items() if all(x is not None for x in v)}
+        if base != reference and ref_by_seed:
+            diffs: dict = {}
+            for m in maps:
+                for k in SEED_METRICS:
+                    per_seed = {}
+                    for r in runs:
+                        b = ref_by_seed.get(r.get("training_seed"))
+                        if b is not None and k in b["maps"].get(m, {}):
+                            per_seed[str(r.get("training_seed"))] = r["maps"][m][k]["mean"] - b["maps"][m][k]["mean"]
+                    if len(per_seed) > 1:
+                        diffs.setdefault(m, {})[k] = per_seed
+            if diffs:
+                entry["minus_reference_by_seed"] = diffs
+        out.append(entry)
+    return out
+
+
+def finalise(result: dict) -> None:
+    """(Re)compute every statistic of ``result`` from its per-image values, in place."""
+    rows = result["models"] + result.get("replicates", [])
+    for row in rows:
+        _summarise_row(row)
+    ref = next((r for r in result["models"] if r["model"] == result.get("reference")), None)
+    for row in rows:
+        row.pop("vs_baseline", None)
+        if ref is not None and row is not ref:
+            row["vs_baseline"] = _vs_reference(row, ref)
+    result["across_seeds"] = across_seeds(result["models"], result.get("replicates", []), result.get("reference"))
+    result["scoring"] = total_scoring(rows)
+
+
+def total_scoring(rows: list[dict]) -> dict:
+    """Maps scored vs requested, summed over the rows (each row keeps its own counts, so --update stays exact)."""
+    total: dict = {"maps_requested": 0, "maps_scored": 0, "road_requested": 0, "road_scored": 0, "identical": {}}
+    for row in rows:
+        s = row.get("scoring") or {}
+        for k in ("maps_requested", "maps_scored", "road_requested", "road_scored"):
+            total[k] += s.get(k, 0)
+        for k, v in s.get("identical", {}).items():
+            total["identical"][k] = total["identical"].get(k, 0) + v
+    total["identical"] = dict(sorted(total["identical"].items()))
+    return total
+
+
+# ---- files --------------------------------------------------------------------------------------------------
+
+def dumps(obj, indent: int = 1, level: int = 0) -> str:
+    """JSON like ``json.dumps(indent=1)``, but a list of plain values stays on one line (per-image arrays)."""
+    pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {dumps(v, indent, level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, (list, tuple)):
+        if all(not isinstance(v, (dict, list, tuple)) for v in obj):
+            return json.dumps(list(obj), separators=(", ", ": "))
+        return "[\n" + ",\n".join(inner + dumps(v, indent, level + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj)
+
+
+def read_sanity_flags(path: Path) -> dict[tuple[str, str], float]:
+    """``{(model, map): Spearman at the last step}`` of the maps ``sanity.json`` flags ``keeps_structure``."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {(row["model"], key): float(entry["spearman"][-1]) for row in data.get("models", [])
+                for key, entry in row.get("maps", {}).items() if entry.get("keeps_structure")}
+    except (ValueError, KeyError, TypeError, IndexError):
+        return {}
+
+
+def write_outputs(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(dumps(result) + "\n")
+    flags = read_sanity_flags(out / "sanity.json")
+    (out / "results.md").write_text(results_markdown(result, flags))
+    plot_results(result, out / "results.png")
+
+
+# ---- results.md -------------------------------------------------------------------------------------------
+
+def _num(value: float, pct: bool, digits: int | None = None) -> str:
+    if pct:
+        return f"{value * 100:.{1 if digits is None else digits}f}"
+    return f"{value:.{3 if digits is None else digits}f}"
+
+
+def fmt_ci(stat: dict | None, pct: bool = False, signed: bool = False, digits: int | None = None) -> str:
+    """"48.6 [41.2, 55.9]" (percent) or "0.292 [0.268, 0.317]"; "–" when there is no value."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    mean = _num(stat["mean"], pct, digits)
+    if signed and stat["mean"] >= 0:
+        mean = "+" + mean
+    if not stat.get("ci95") or stat.get("n", 0) < 2:
+        return mean
+    lo, hi = stat["ci95"]
+    return f"{mean} [{_num(lo, pct, digits)}, {_num(hi, pct, digits)}]"
+
+
+def _title(m: str) -> str:
+    from .render import METHOD_TITLES
+
+    return METHOD_TITLES.get(m, m)
+
+
+
+
+def _identical_sentence(result: dict) -> list[str]:
+    s = result.get("scoring") or {}
+    if not s.get("maps_requested"):
+        return []
+    pairs = s.get("identical", {})
+    scenes = sum(len([v for v in r["per_image"]["correct"] if v is not None]) for r in result["models"]
+                 + result.get("replicates", []))
+    parts = [f"{_title(k.split(' = ')[0])} = {_title(k.split(' = ')[1])} for {v} of {scenes} model-image pairs"
+             for k, v in pairs.items()]
+    rows = {r["model"]: r for r in result["models"]}
+    gaps = []
+    for m in ("xgradcam", "hirescam"):
+        diffs = [abs(r["maps"][m][k]["mean"] - r["maps"]["gradcam"][k]["mean"])
+                 for r in rows.values() if m in r["maps"] and "gradcam" in r["maps"]
+                 for k in r["maps"][m] if k in r["maps"]["gradcam"]]
+        if diffs:
+            gaps.append(f"{_title(m)} {max(diffs):.1e}")
+    text = ("Where the CAM layer feeds global average pooling and the classifier directly (the core variants' last "
+            "stage), the class score's gradient is the same at every position, so XGrad-CAM and HiResCAM equal "
+            "Grad-CAM up to float rounding. Maps that were bit-identical for an image were scored once and their "
+            f"numbers copied: {s['maps_scored']:,} of {s['maps_requested']:,} maps scored")
+    text += f" ({'; '.join(parts)})." if parts else " (no two maps were bit-identical)."
+    if gaps:
+        text += (" The largest difference between such a row and Grad-CAM's, over all models and metrics: "
+                 + ", ".join(gaps) + " (rounding can move a pixel across the IoU threshold or the peak).")
+    return [text, ""]
+
+
+def _main_table(result: dict, flags: dict) -> list[str]:
+    lines = ["| model | accuracy | map | PG % | EPG % | IoU | Del ↓ | Ins ↑ | ROAD ↑ |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in result["models"]:
+        acc = {"mean": row["accuracy"], "ci95": row.get("accuracy_ci95"), "n": row.get("accuracy_n", 0)}
+        for m, st in row["maps"].items():
+            if m == REGION:
+                continue
+            mark = " ⚑" if (row["model"], m) in flags else ""
+            lines.append(f"| {row['display_name']} | {fmt_ci(acc, True)} % | {_title(m)}{mark} | "
+                         f"{fmt_ci(st.get('pointing_game'), True)} | {fmt_ci(st.get('energy_pointing_game'), True)} | "
+                         f"{fmt_ci(st.get('iou'))} | {fmt_ci(st.get('deletion_auc'))} | "
+                         f"{fmt_ci(st.get('insertion_auc'))} | {fmt_ci(st.get('road'))} |")
+    return lines
+
+
+def _diff_cell(d: dict | None, pct: bool) -> str:
+    if not d:
+        return "–"
+    text = fmt_ci(d, pct, signed=True)
+    return f"**{text}** ◆" if d.get("excludes_zero") else text
+
+
+def _vs_table(result: dict) -> list[str]:
+    rows = [r for r in result["models"] + result.get("replicates", []) if r.get("vs_baseline")]
+    if not rows:
+        return []
+    ref = next(r for r in result["models"] if r["model"] == result["reference"])
+    cells = sum(len(d) for r in rows for m, d in r["vs_baseline"].items() if m != "accuracy")
+    excluded = sum(bool(d.get("excludes_zero")) for r in rows for m, ds in r["vs_baseline"].items()
+                   if m != "accuracy" for d in ds.values())
+    lines = ["", f"## Difference from the {ref['display_name'].lower()} (paired, same images)", "",
+             f"Each cell: mean over the images both models scored of (variant − {ref['display_name'].lower()}), "
+             "with its 95 % bootstrap CI (the per-image differences resampled, which keeps the pairing). "
+             "Accuracy, PG and EPG in percentage points. **Bold** ◆ = the CI excludes 0. "
+             f"{excluded} of {cells} map-metric cells exclude 0; nothing corrects for the number of comparisons "
+             "(about 1 in 20 cells excludes 0 by chance when nothing differs).", "",
+             "| model | map | Δ accuracy | Δ PG | Δ EPG | Δ IoU | Δ Del | Δ Ins | Δ ROAD |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        acc = _diff_cell(r["vs_baseline"].get("accuracy"), True)
+        for m, d in r["vs_baseline"].items():
+            if m == "accuracy":
+                continue
+            lines.append(f"| {r['display_name'] if r.get('source') != 'replicate' else r['model']} | {_title(m)} | "
+                         f"{acc} | {_diff_cell(d.get('pointing_game'), True)} | "
+                         f"{_diff_cell(d.get('energy_pointing_game'), True)} | {_diff_cell(d.get('iou'), False)} | "
+                         f"{_diff_cell(d.get('deletion_auc'), False)} | {_diff_cell(d.get('insertion_auc'), False)} | "
+                         f"{_diff_cell(d.get('road'), False)} |")
+    return lines
+
+
+def _agreement_table(result: dict) -> list[str]:
+    rows = [r for r in result["models"] + result.get("replicates", []) if r.get("agreement")]
+    if not rows:
+        return []
+    ref = result.get("reference")
+    lines = ["", f"## Agreement with the `{ref}` maps", "",
+             f"How much each model's map agrees with `{ref}`'s map of the same image, method and target (the true "
+             "class): Spearman rank correlation of the pixels, IoU of the two maps' top-20 % regions, and the "
+             "distance between their peaks in % of the image side (`attnviz.agreement`); mean over images, "
+             "95 % bootstrap CI.", ""]
+    floor = [r for r in rows if r.get("replicate_of") == ref]
+    if floor:
+        for r in floor:
+            a = r["agreement"].get("gradcam")
+            if a and "spearman" in a:
+                lines += [f"Retraining alone moves the maps: `{r['model']}` (the same network and recipe, another "
+                          f"training seed) agrees with `{ref}` at Grad-CAM Spearman {fmt_ci(a['spearman'])}, top-20 % "
+                          f"IoU {fmt_ci(a.get('top20_iou'))}. A variant's agreement is only evidence of a change "
+                          "made by attention where it is clearly below that level.", ""]
+    lines += ["| model | method | Spearman | top-20 % IoU | peak distance % |", "|---|---|---|---|---|"]
+    for r in rows:
+        name = r["display_name"] if r.get("source") != "replicate" else r["model"]
+        for m, a in r["agreement"].items():
+            lines.append(f"| {name} | {_title(m)} | {fmt_ci(a.get('spearman'))} | {fmt_ci(a.get('top20_iou'))} | "
+                         f"{fmt_ci(a.get('peak_distance_pct'), digits=1)} |")
+    return lines
+
+
+def _seed_note(entry: dict | None, metric: str = "energy_pointing_game") -> str:
+    """Does the sign of (own map − Grad-CAM) hold across training seeds?"""
+    if not entry or "own_minus_gradcam" not in entry or metric not in entry["own_minus_gradcam"]:
+        return ""
+    values = entry["own_minus_gradcam"][metric]
+    signs = {np.sign(v) for v in values}
+    listed = ", ".join(f"{v * 100:+.1f}" for v in values)
+    seeds = ", ".join(str(s) for s in entry["seeds"])
+    verdict = ("the sign holds for every training seed" if len(signs) == 1 and 0 not in signs
+               else "**the sign is not the same for every training seed**")
+    return f" Across training seeds {seeds}: own − Grad-CAM EPG {listed} points — {verdict}."
+
+
+def _own_maps(result: dict) -> list[str]:
+    own = [r for r in result["models"] if OWN_MAP in r["maps"] and "gradcam" in r["maps"]]
+    if not own:
+        return []
+    seeds = {e["model"]: e for e in result.get("across_seeds", [])}
+    lines = ["", "## The modules' own maps vs Grad-CAM", "",
+             "The attention module's own last-stage spatial map next to Grad-CAM of the same model, and the paired "
+             "difference own − Grad-CAM on the same images (points; ◆ = its CI excludes 0)."]
+    if result.get("object_area") is not None:
+        lines[-1] += (f" Chance level: objects cover {result['object_area'] * 100:.1f} % of the image on average, "
+                      "which is the EPG of a uniform map and roughly the pointing game of a random one.")
+    lines.append("")
+    higher, lower, unclear, above_chance = [], [], [], []
+    for r in own:
+        a, g = r["maps"][OWN_MAP], r["maps"]["gradcam"]
+        per = r["per_image"]["values"]
+        d_epg = paired(per[OWN_MAP]["energy_pointing_game"], per["gradcam"]["energy_pointing_game"]) \
+            if "energy_pointing_game" in per.get(OWN_MAP, {}) else None
+        d_pg = paired(per[OWN_MAP]["pointing_game"], per["gradcam"]["pointing_game"]) \
+            if "pointing_game" in per.get(OWN_MAP, {}) else None
+        if "energy_pointing_game" not in a:
+            continue
+        lines.append(f"* {r['display_name']}: own map EPG {fmt_ci(a['energy_pointing_game'], True)} %, PG "
+                     f"{fmt_ci(a['pointing_game'], True)} % — Grad-CAM EPG "
+                     f"{fmt_ci(g['energy_pointing_game'], True)} %, "
+                     f"PG {fmt_ci(g['pointing_game'], True)} %; own − Grad-CAM: EPG {_diff_cell(d_epg, True)}, "
+                     f"PG {_diff_cell(d_pg, True)} points.{_seed_note(seeds.get(r['model']))}")
+        if d_epg and d_epg["excludes_zero"]:
+            (higher if d_epg["mean"] > 0 else lower).append(r["display_name"])
+        else:
+            unclear.append(r["display_name"])
+        area = result.get("object_area")
+        ci = a["energy_pointing_game"].get("ci95")
+        if area is not None and ci and ci[0] > area:
+            above_chance.append(r["display_name"])
+    lines.append("")
+    summary_parts = []
+    if higher:
+        summary_parts.append(f"more of the map's energy on the object than Grad-CAM: {', '.join(higher)}")
+    if lower:
+        summary_parts.append(f"less than Grad-CAM: {', '.join(lower)}")
+    if unclear:
+        summary_parts.append(f"no difference the CI can resolve: {', '.join(unclear)}")
+    if summary_parts:
+        lines.append("By the paired EPG difference (CI excluding 0), own maps with " + "; ".join(summary_parts) + ".")
+    steady, unsteady = [], []
+    for r in own:
+        entry = seeds.get(r["model"], {}).get("own_minus_gradcam", {}).get("energy_pointing_game")
+        if entry:
+            signs = {np.sign(v) for v in entry}
+            (steady if len(signs) == 1 and 0 not in signs else unsteady).append(r["display_name"])
+    if steady or unsteady:
+        lines.append("Across training seeds the sign of own − Grad-CAM EPG is the same in every run for: "
+                     f"{', '.join(steady) or 'none'}; it changes with the seed for: {', '.join(unsteady) or 'none'} "
+                     "(those models' statements above hold for the bundled run only).")
+    if result.get("object_area") is not None:
+        lines.append(f"Own maps whose EPG CI lies entirely above the chance level "
+                     f"({result['object_area'] * 100:.1f} %): {', '.join(above_chance) or 'none'}.")
+    return lines
+
+
+def _stn(result: dict) -> list[str]:
+    stn = [r for r in result["models"] if REGION in r["maps"]]
+    if not stn:
+        return []
+    lines = ["", "## Spatial transformer: the sampled region vs the object", ""]
+    for r in stn:
+        reg = r["maps"][REGION]
+        lines.append(f"* {r['display_name']}: mean IoU of the sampled square with the object mask "
+                     f"**{fmt_ci(reg['iou'])}**; on average the square covers {fmt_ci(reg['coverage'], True)} % of "
+                     f"the object's pixels and {fmt_ci(reg['area'], True)} % of the image.")
+    return lines
+
+
+def _pm(d: dict, pct: bool) -> str:
+    return f"{_num(d['mean'], pct)} ± {_num(d['sd'], pct)}"
+
+
+def _seeds_section(result: dict) -> list[str]:
+    entries = result.get("across_seeds") or []
+    if not entries:
+        return []
+    lines = ["", "## Across training seeds", "",
+             "The bundled model (training seed 0) and its replicates, retrained with `attnviz train --attention "
+             "<key> --seed S` (only the seed changes), scored on the same images: mean ± sd over the runs of the "
+             "run means.", "",
+             "| model | runs | accuracy % | map | PG % | EPG % | IoU |", "|---|---|---|---|---|---|---|"]
+    for e in entries:
+        runs = f"{len(e['runs'])} (seeds {', '.join(str(s) for s in e['seeds'])})"
+        for m, st in e["maps"].items():
+            lines.append(f"| {e['display_name']} | {runs} | {_pm(e['accuracy'], True)} | {_title(m)} | "
+                         f"{_pm(st['pointing_game'], True) if 'pointing_game' in st else '–'} | "
+                         f"{_pm(st['energy_pointing_game'], True) if 'energy_pointing_game' in st else '–'} | "
+                         f"{_pm(st['iou'], False) if 'iou' in st else '–'} |")
+    claims = []
+    for e in entries:
+        diffs = e.get("minus_reference_by_seed", {})
+        for m in ("gradcam", OWN_MAP):
+            per_seed = diffs.get(m, {}).get("energy_pointing_game")
+            if not per_seed:
+                continue
+            signs = {np.sign(v) for v in per_seed.values()}
+            listed = ", ".join(f"{v * 100:+.1f} (seed {s})" for s, v in per_seed.items())
+            verdict = ("same sign for every seed" if len(signs) == 1 and 0 not in signs
+                       else "**the sign changes with the training seed: no claim either way**")
+            claims.append(f"* {e['display_name']}, {_title(m)} EPG minus the {result['reference']}'s of the same "
+                          f"seed: {listed} points — {verdict}.")
+    if claims:
+        lines += ["", *claims]
+    return lines
+
+
+def results_markdown(result: dict, flags: dict[tuple[str, str], float] | None = None) -> str:
+    """results.md: settings, the table with CIs, paired differences, agreement, own maps, seeds, sanity flags."""
+    flags = flags or {}
+    if result.get("data"):
+        title = f"# Results: localisation and faithfulness on `{result['data']}`"
+        source = f"{result['n']} images of `{result['data']}`"
+    else:
+        title = "# Results: localisation and faithfulness of the bundled zoo"
+        source = (f"{result['n']} benchmark scenes, data seed {result['seed']}, never used in training; "
+                  f"synth v{result['synth_version']}")
+    procs = result.get("processes", 1)
+    lines = [
+        title, "",
+        f"Produced by `{result['command']}` ({source}; {result['seconds'] / 60:.1f} min on {result['machine']}, "
+        f"device {result.get('device', 'cpu')}" + (f", {procs} processes" if procs > 1 else "") + "). "
+        f"Every map explains the **true class**. ROAD uses the first {result['road_scenes']} images. "
+        "Each number is a mean over images with its 95 % bootstrap confidence interval in brackets "
+        f"({stats.RESAMPLES:,} resamples of the images, seed {stats.SEED}); `results.json` holds every per-image "
+        "value they come from.", "",
+        "* **PG** pointing game: % of images whose map maximum lies on the object (higher is better)",
+        "* **EPG** energy pointing game: % of the map's mass on the object (higher is better)",
+        "* **IoU** of the map thresholded at half its maximum with the object mask (higher is better)",
+        "* **Del** deletion AUC: class probability as the most salient pixels are removed (lower is better)",
+        "* **Ins** insertion AUC: class probability as they are revealed on a blurred image (higher is better)",
+        "* **ROAD** pytorch-grad-cam's ROADCombined, percentiles 20–80, imputation noise seeded per image "
+        "(higher is better)",
+        "* **attention** = the module's own last-stage spatial map (stage mean of its gates); models with "
+        "channel-only attention (SE, ECA) or none have no row for it.", "",
+    ]
+    lines += _identical_sentence(result)
+    lines += ["![Energy pointing game and insertion AUC per model and map, with 95 % CIs](results.png)", ""]
+    lines += _main_table(result, flags)
+    marked = [f"{model}/{_title(m)} (Spearman {rho:.2f})" for (model, m), rho in flags.items()
+              if any(r["model"] == model and m in r["maps"] for r in result["models"])]
+    if marked:
+        lines += ["", "⚑ The sanity check (`sanity.json`, [sanity.md](sanity.md)) flags this map `keeps_structure`: "
+                  "with every layer of the model re-initialised it still correlates with the original map above "
+                  "0.5 (Spearman, mean over images) — " + ", ".join(marked) + ". Its scores say more about the "
+                  "input than about what the model learnt."]
+    lines += _vs_table(result)
+    lines += _agreement_table(result)
+    lines += _own_maps(result)
+    lines += _stn(result)
+    lines += _seeds_section(result)
+    skipped = result.get("skipped") or []
+    if skipped:
+        lines += ["", f"## Skipped ({len(skipped)})", ""]
+        lines += [f"* `{s['image']}`" + (f" ({s['model']})" if s.get("model") else "") + f": {s['reason']}"
+                  for s in skipped[:50]]
+        if len(skipped) > 50:
+            lines.append(f"* … and {len(skipped) - 50} more (all in `results.json`)")
+    lines += [""]
+    return "\n".join(lines)
+
+
+def plot_results(result: dict, path: Path) -> None:
+    """Grouped bars with 95 % CI error bars: energy pointing game and insertion AUC per model, one bar per map."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = result["models"]
+    maps = list(dict.fromkeys(m for r in rows for m in r["maps"] if m != REGION))
+    fig = Figure(figsize=(11, 6.5), dpi=100)
+    FigureCanvasAgg(fig)
+    for k, (key, title) in enumerate((("energy_pointing_game", "Energy pointing game (higher is better)"),
+                                      ("insertion_auc", "Insertion AUC (higher is better)"))):
+        ax = fig.add_subplot(2, 1, k + 1)
+        width = 0.8 / max(1, len(maps))
+        for j, m in enumerate(maps):
+            xs, ys, lo, hi = [], [], [], []
+            for i, r in enumerate(rows):
+                stat = r["maps"].get(m, {}).get(key)
+                if stat:
+                    xs.append(i + (j - len(maps) / 2 + 0.5) * width)
+                    ys.append(stat["mean"])
+                    ci = stat.get("ci95") or [stat["mean"], stat["mean"]]
+                    lo.append(max(0.0, stat["mean"] - ci[0]))
+                    hi.append(max(0.0, ci[1] - stat["mean"]))
+            if xs:
+                ax.bar(xs, ys, width, yerr=[lo, hi], label=_title(m), capsize=2, error_kw={"linewidth": 0.8})
+        ax.set_xticks(range(len(rows)), [r["display_name"] for r in rows], fontsize=8)
+        ax.set_title(title, fontsize=11)
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    if maps:
+        fig.axes[0].legend(ncol=min(6, len(maps)), fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
