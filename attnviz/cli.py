@@ -49,10 +49,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)  # an absent device stops here, before the port is bound
     os.environ[ENV_VAR] = str(device)     # the page's requests run there (their device is "the default")
-    print(f"attnviz: models run on {device}", file=sys.stderr)
     from .ui import launch
 
     _load_models_file(args)  # before launching: a bad entry stops here, the server never starts half-configured
+    print(f"attnviz: models run on {device}", file=sys.stderr)
     launch(host=args.host, port=args.port, models=args.models, share=False)
     return 0
 

@@ -55,6 +55,9 @@ class ImageNetSource:
     pin_source: str = ""  # where that pin comes from (shown by `attnviz weights list`)
     local_name: str = ""  # file name in the cache when the URL's ("model.safetensors") is not unique
     timm_cfg: str = ""   # timm "model.tag" whose pretrained config gives the preprocessing (mean/std, crop_pct, ...)
+    # that preprocessing, pinned here so listing the models never imports timm (a test checks it equals timm's):
+    # (crop side, shorter side before the crop, mean, std, interpolation)
+    pinned: tuple = ()
 
     @property
     def filename(self) -> str:
@@ -120,11 +123,13 @@ SOURCES: tuple[ImageNetSource, ...] = (
                    pin_source="Git LFS object of timm/vit_small_patch16_224.augreg_in1k model.safetensors as pinned by "
                               "a public project's download script; Hugging Face publishes no hash in the file name",
                    local_name="vit_small_patch16_224.augreg_in1k.safetensors",
-                   timm_cfg="vit_small_patch16_224.augreg_in1k"),
+                   timm_cfg="vit_small_patch16_224.augreg_in1k",
+                   pinned=(224, 248, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")),
     ImageNetSource("timm-deit_small_patch16_224", "DeiT-S (Facebook release, timm layout)", "timm",
                    "deit_small_patch16_224", "https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth",
                    "vit", ("blocks.9.norm1", "blocks.10.norm1", "blocks.11.norm1"),
-                   timm_cfg="deit_small_patch16_224.fb_in1k"),
+                   timm_cfg="deit_small_patch16_224.fb_in1k",
+                   pinned=(224, 248, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic")),
     ImageNetSource("timm-swin_tiny_patch4_window7_224", "Swin-T (timm)", "timm", "swin_tiny_patch4_window7_224",
                    "https://huggingface.co/timm/swin_tiny_patch4_window7_224.ms_in1k/resolve/"
                    "4cc3a7275b50b53a7bec45f32c236ebe64227cff/model.safetensors", "swin",
@@ -134,7 +139,8 @@ SOURCES: tuple[ImageNetSource, ...] = (
                               "revision (114,286,722 bytes), the same value in several independent public projects; "
                               "Hugging Face publishes no hash in the file name",
                    local_name="swin_tiny_patch4_window7_224.ms_in1k.safetensors",
-                   timm_cfg="swin_tiny_patch4_window7_224.ms_in1k"),
+                   timm_cfg="swin_tiny_patch4_window7_224.ms_in1k",
+                   pinned=(224, 248, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic")),
 )
 SOURCES_BY_NAME = {s.name: s for s in SOURCES}
 
@@ -162,12 +168,9 @@ def build_network(src: ImageNetSource) -> nn.Module:
 def spec_for(src: ImageNetSource) -> ModelSpec:
     extra = {}
     size, resize = src.crop, src.resize
-    if src.timm_cfg:
-        from .architectures import timm_preprocessing
-
-        pre = timm_preprocessing(src.timm_cfg)
-        size, resize = pre.input_size, pre.resize_size
-        extra = {"mean": pre.mean, "std": pre.std, "interpolation": pre.interpolation}
+    if src.pinned:
+        size, resize, mean, std, interpolation = src.pinned
+        extra = {"mean": tuple(mean), "std": tuple(std), "interpolation": interpolation}
     return ModelSpec(
         name=src.name, display_name=src.display, attention=src.attention,
         builder=lambda: build_network(src),

@@ -118,12 +118,13 @@ def test_the_page_takes_a_typed_timm_architecture(tmp_path):
     from attnviz import ui
 
     path, reference = _timm_file(tmp_path, "resnet18", 3, seed=2)
-    update, message = ui.on_load_checkpoint(str(path), "timm:resnet18", None, ["baseline"])
-    name = f"timm:resnet18@{path.stem}"
-    assert name in update["value"] and "strict key match with timm:resnet18" in message
-    _, _, report = ui.api_compare(str(SCENE), name, "gradcam")
+    update, message, session = ui.on_load_checkpoint(str(path), "timm:resnet18", None, ["baseline"])
+    name = update["value"][-1]   # this browser session's own model (issue 15: never registered server-wide)
+    assert name != "baseline" and "strict key match with timm:resnet18" in message
+    _, _, report = ui.api_compare(str(SCENE), name, "gradcam", "", session)
+    (spec,) = session.resolve([name])
     with torch.no_grad():
-        expected = reference(zoo.get_spec(name).preprocess(decode_image(SCENE)))[0].numpy()
+        expected = reference(spec.preprocess(decode_image(SCENE)))[0].numpy()
     np.testing.assert_allclose(np.asarray(report["models"][0]["logits"], np.float32), expected, rtol=1e-5, atol=1e-4)
     converted = ui.on_convert_checkpoint(str(path), "timm:resnet18")
     assert Path(converted).suffix == ".safetensors"

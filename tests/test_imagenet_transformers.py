@@ -137,3 +137,16 @@ def test_explain_a_vit_source_with_its_default_layer(tmp_path, monkeypatch):
 
     e = explain(imagenet.spec_for(src), np.full((240, 300, 3), 120, np.uint8), methods=("gradcam",))
     assert e.cams["gradcam"].heatmap.shape == (224, 224) and e.layer == "blocks.11.norm1"
+
+
+def test_pinned_preprocessing_is_timms_own():
+    """The transformer sources pin timm's evaluation transform (so listing models never imports timm); it must
+    stay equal to timm's pretrained config."""
+    from attnviz.architectures import timm_preprocessing
+    from attnviz.imagenet import SOURCES
+
+    pinned = [s for s in SOURCES if s.timm_cfg]
+    assert len(pinned) == 3
+    for src in pinned:
+        pre = timm_preprocessing(src.timm_cfg)
+        assert src.pinned == (pre.input_size, pre.resize_size, pre.mean, pre.std, pre.interpolation), src.name
