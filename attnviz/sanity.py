@@ -312,8 +312,40 @@ def _title(key: str) -> str:
     return "attention (own map)" if key == OWN_MAP else METHOD_TITLES.get(key, key)
 
 
+def _range(values: list[float]) -> str:
+    return f"{np.mean(values):.2f} (models {min(values):.2f} to {max(values):.2f})"
+
+
+def sanity_findings(result: dict) -> list[str]:
+    """What the tables say across models, each sentence computed from the numbers it quotes (mean over models of
+    each model's mean over images; the range over models beside it)."""
+    rows = result["models"]
+    keys = list(dict.fromkeys(k for r in rows for k in r["maps"]))
+    lines = ["## Across the models", "",
+             "Mean Spearman correlation between the original map and the randomised one, averaged over the "
+             f"{len(rows)} models (range over models in brackets), after the classifier alone is re-initialised and "
+             "with every layer random; and between the true-class map and a random other class's:", "",
+             "| map | classifier random | every layer random | random target | flagged |", "|---|---|---|---|---|"]
+    for key in keys:
+        have = [r for r in rows if key in r["maps"]]
+        first = [r["maps"][key]["spearman"][0] for r in have]
+        last = [r["maps"][key]["spearman"][-1] for r in have]
+        target = [r["random_target"][key]["spearman"] for r in have if key in r.get("random_target", {})]
+        flagged = sum(r["maps"][key]["keeps_structure"] for r in have)
+        lines.append(f"| {_title(key)} ({len(have)} models) | {_range(first)} | {_range(last)} | "
+                     f"{_range(target) if target else '–'} | {flagged} |")
+    flagged = [f"{r['model']}/{k}" for r in rows for k, e in r["maps"].items() if e["keeps_structure"]]
+    lines += ["", f"Maps that keep their structure with every layer random (mean Spearman > {FLAG_SPEARMAN}): "
+              f"{', '.join(flagged) if flagged else 'none'}. A map whose correlation with the trained model's map "
+              "stays high after randomisation reflects the input (edges, the object's outline) rather than what the "
+              "model learnt; a map that does not change with the classifier or the target class (Spearman 1.00 in "
+              "those columns) cannot explain a class.", ""]
+    return lines
+
+
 def sanity_markdown(result: dict) -> str:
-    """Tables only (no conclusions): per model, Spearman / SSIM per map and step, and the random-target test."""
+    """The per-model tables (Spearman / SSIM per map and step, the random-target test) after a summary across
+    models whose every number is computed here from ``result``."""
     lines = [
         "# Sanity checks: cascading randomisation and random target",
         "",
@@ -330,7 +362,7 @@ def sanity_markdown(result: dict) -> str:
         "",
         "![Spearman correlation per randomisation step](sanity.png)",
         "",
-    ]
+    ] + sanity_findings(result)
     for row in result["models"]:
         steps = row["steps"]
         lines += [f"## {row.get('display_name', row['model'])}", "",

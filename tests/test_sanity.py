@@ -201,3 +201,16 @@ def test_maps_come_from_one_batched_pass_equal_to_one_image_at_a_time():
         e = explain(loaded, x[i:i + 1], ("gradcam", "layercam"), target=labels[i], layer="layer3")
         for m in ("gradcam", "layercam"):
             np.testing.assert_allclose(maps[m][i], e.cams[m].heatmap, atol=1e-5)
+
+
+def test_findings_table_is_computed_from_the_result():
+    def row(model, first, last, target, flag=False):
+        return {"model": model, "maps": {"gradcam": {"steps": ["fc", "stem"], "spearman": [first, last],
+                                                      "ssim": [0.5, 0.5], "keeps_structure": flag}},
+                "random_target": {"gradcam": {"spearman": target, "ssim": 0.4, "class_insensitive": False}}}
+
+    result = {"models": [row("a", 0.2, 0.1, 0.3), row("b", 0.4, 0.7, 0.5, flag=True)]}
+    text = "\n".join(sanity.sanity_findings(result))
+    assert "| Grad-CAM (2 models) | 0.30 (models 0.20 to 0.40) | 0.40 (models 0.10 to 0.70) | " \
+           "0.40 (models 0.30 to 0.50) | 1 |" in text
+    assert "b/gradcam" in text
