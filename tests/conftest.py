@@ -30,3 +30,19 @@ def count_hooks(model: torch.nn.Module) -> int:
 def output_dir() -> Path:
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     return OUTPUT_DIR
+
+
+def assert_json_close(a, b, tol: float = 1e-6, path: str = "") -> None:
+    """Two JSON trees equal: keys, lengths and strings exactly, numbers to ``tol`` (relative above 1)."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            assert_json_close(a[k], b[k], tol, f"{path}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (u, v) in enumerate(zip(a, b)):
+            assert_json_close(u, v, tol, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert abs(a - b) <= tol * max(1.0, abs(b)), f"{path}: {a} != {b}"
+    else:
+        assert a == b, path

@@ -1,10 +1,8 @@
 """Bring-your-own checkpoints and ImageNet sources: strict loading, readable diffs, refusing code, offline."""
 from __future__ import annotations
 
-import http.server
 import io
 import json
-import threading
 import zipfile
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from attnviz.engine import explain
 from attnviz.errors import AttnvizError, CheckpointError, WeightsUnavailableError
 from conftest import count_hooks
 from test_models_official import OFFICIAL_FACTS
+from webapp import serve_one_file
 
 SCENE = sorted(p for p in (Path(__file__).resolve().parent.parent / "attnviz" / "assets" / "examples").glob("*.png")
                if not p.name.endswith("_mask.png"))[0]
@@ -142,24 +141,9 @@ def test_imagenet_architectures_with_random_weights_load_from_the_cache_and_reco
         torch.testing.assert_close(loaded.model(torch.ones(1, 3, 64, 64)), net.eval()(torch.ones(1, 3, 64, 64)))
 
 
-class _OneFile(http.server.BaseHTTPRequestHandler):
-    payload = b""
-
-    def do_GET(self):  # noqa: N802
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.payload)))
-        self.end_headers()
-        self.wfile.write(self.payload)
-
-    def log_message(self, *args):
-        return
-
 
 def _serve(payload: bytes):
-    _OneFile.payload = payload
-    server = http.server.HTTPServer(("127.0.0.1", 0), _OneFile)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return serve_one_file(payload)
 
 
 def test_download_verifies_the_published_hash_prefix(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ from attnviz.eval_scoring import ScoringCount, score_chunk
 from attnviz.localisation import OWN_MAP, mask_for_view
 from attnviz.synth_export import export_scenes
 from attnviz.train import EVAL_SEED, cached_scenes
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, assert_json_close
 
 REFERENCE = Path(__file__).parent / "data" / "eval_main_reference.json"
 
@@ -38,21 +38,6 @@ def _one_thread_private_cache(tmp_path, monkeypatch):
     yield
     torch.set_num_threads(threads)
 
-
-def _walk_close(a, b, path=""):
-    """Every number of two JSON trees equal to 1e-6 (lists, keys and strings exactly)."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            _walk_close(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (u, v) in enumerate(zip(a, b)):
-            _walk_close(u, v, f"{path}[{i}]")
-    elif isinstance(a, float) or isinstance(b, float):
-        assert a == pytest.approx(b, abs=1e-6), path
-    else:
-        assert a == b, path
 
 
 # ---- the batched path reproduces main's per-image numbers --------------------------------------------------
@@ -364,7 +349,7 @@ def test_two_gloo_ranks_write_the_numbers_of_one_process(tmp_path):
     assert two["processes"] == 2 and one["processes"] == 1
     for key in ("seconds", "processes", "machine"):
         two.pop(key), one.pop(key)
-    _walk_close(two, one)
+    assert_json_close(two, one, 1e-6)
     assert two["models"][0]["per_image"]["values"]["gradcam"]["road"][0] is not None
 
 

@@ -21,7 +21,7 @@ import torch
 from attnviz import cli, pipeline, synth
 from attnviz.batch import explain_paths, mask_beside
 from attnviz.engine import ALL_METHODS, compare
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, assert_json_close
 from webapp import free_port
 
 MODELS = ["baseline", "cbam"]
@@ -86,20 +86,6 @@ def _without(value, keys=("created", "timings_ms")):
     return value
 
 
-def assert_same_report(ours, ref, where: str = "") -> None:
-    if isinstance(ours, dict):
-        assert ours.keys() == ref.keys(), where
-        for k in ours:
-            assert_same_report(ours[k], ref[k], f"{where}.{k}")
-    elif isinstance(ours, list):
-        assert len(ours) == len(ref), where
-        for i, (a, b) in enumerate(zip(ours, ref)):
-            assert_same_report(a, b, f"{where}[{i}]")
-    elif isinstance(ours, float) or isinstance(ref, float):
-        assert abs(ours - ref) <= 1e-5 * max(1.0, abs(ref)), where
-    else:
-        assert ours == ref, where
-
 
 def test_batch_equals_the_one_image_path_and_bad_files_are_skipped_and_listed(folder, tmp_path, capsys):
     out = tmp_path / "out"
@@ -125,7 +111,7 @@ def test_batch_equals_the_one_image_path_and_bad_files_are_skipped_and_listed(fo
         ref_scores += [{"image": str(path), "model": m, "map": name, **{k: str(v) for k, v in s.items()}}
                        for m, per_map in r.scores.items() for name, s in per_map.items()]
         report = json.loads((out / f"{stem}.json").read_text())
-        assert_same_report(_without(report), _without(json.loads(json.dumps(r.report))), stem)
+        assert_json_close(_without(report), _without(json.loads(json.dumps(r.report))), 1e-5, stem)
         grid = cv2.imread(str(out / f"{stem}_grid.png"))
         assert grid.shape == r.grid.shape
     assert len(ref_predictions) == 5 * 2 * 5 and len(ref_scores) == 2 * (2 + 3)
@@ -255,7 +241,7 @@ def _same_folder(ours: Path, ref: Path) -> None:
         if name.endswith(".csv"):
             assert_same_csv(_rows(a), _rows(b))
         elif name.endswith(".json"):
-            assert_same_report(_without(json.loads(a.read_text())), _without(json.loads(b.read_text())), name)
+            assert_json_close(_without(json.loads(a.read_text())), _without(json.loads(b.read_text())), 1e-5, name)
         elif name.endswith(".png"):
             x, y = cv2.imread(str(a)), cv2.imread(str(b))
             assert x.shape == y.shape and np.abs(x.astype(int) - y.astype(int)).max() <= 1, name

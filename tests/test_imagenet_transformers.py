@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from safetensors.torch import save_file
 from attnviz import cli, imagenet, zoo
 from attnviz.errors import AttnvizError, WeightsUnavailableError
 from attnviz.layers import cam_layer_choices, default_cam_layer
+from webapp import serve_one_file
 
 TRANSFORMERS = [s for s in imagenet.SOURCES if s.attention in ("vit", "swin")]
 EXPECTED = {  # timm's pretrained config for the tagged weights: mean, crop_pct 0.9 -> shorter side 248, bicubic
@@ -80,26 +79,12 @@ def test_release_layouts_load_strictly_through_the_zoo(tmp_path, monkeypatch, sr
             zoo.load(imagenet.spec_for(src))
 
 
-class _OneFile(http.server.BaseHTTPRequestHandler):
-    payload = b""
-
-    def do_GET(self):  # noqa: N802
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.payload)))
-        self.end_headers()
-        self.wfile.write(self.payload)
-
-    def log_message(self, *args):
-        return
-
 
 def test_download_checks_a_full_pin_and_refuses_sources_without_a_hash(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNVIZ_WEIGHTS_DIR", str(tmp_path))
     payload = b"not really weights" * 100
     digest = hashlib.sha256(payload).hexdigest()
-    _OneFile.payload = payload
-    server = http.server.HTTPServer(("127.0.0.1", 0), _OneFile)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_one_file(payload)
     url = f"http://127.0.0.1:{server.server_address[1]}/model.safetensors"
     base = imagenet.SOURCES_BY_NAME["timm-swin_tiny_patch4_window7_224"]
     good = dataclasses.replace(base, name="t-good", sha256=digest, local_name="good.safetensors")

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import socket
+import threading
 import time
 import urllib.request
 from typing import Iterator
@@ -40,3 +42,26 @@ def running_app() -> Iterator[str]:
         yield url
     finally:
         app.close()
+
+
+class _OneFile(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with one payload (a stand-in for a weights publisher in download tests)."""
+
+    payload = b""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        self.wfile.write(self.payload)
+
+    def log_message(self, *args):
+        return
+
+
+def serve_one_file(payload: bytes) -> http.server.HTTPServer:
+    """A loopback server handing out ``payload``; call ``.shutdown()`` when done."""
+    handler = type("OneFile", (_OneFile,), {"payload": payload})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
