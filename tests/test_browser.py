@@ -117,6 +117,8 @@ def compare(page) -> None:
     page.click("#compare-button")
     expect(page.locator("#status")).not_to_have_text(before or "\u0000", timeout=SLOW)
     expect(page.locator("#status")).to_contain_text("models", timeout=SLOW)
+    # the grid <img> is lazy-loaded: like a user, scroll to it (the option rows push it below the fold)
+    page.locator("#grid").scroll_into_view_if_needed()
     page.locator("#grid img").wait_for(state="visible", timeout=SLOW)
 
 

@@ -195,7 +195,8 @@ def test_display_settings_redraw_the_stored_comparison_without_a_model_call(monk
     grid, gallery, new_files = ui.on_display(result.comparison, 0.9, "shared", "viridis", False, "cbam",
                                              "stage summaries", None, files)
     assert calls == []
-    assert grid.shape[:2] == render.grid_shape(2, 2, shared_scale=True)       # the colour bar column appeared
+    # the colour bar column appeared (beside the "vs baseline" column a baseline row brings)
+    assert grid.shape[:2] == render.grid_shape(2, 2, shared_scale=True, extra_columns=1)
     assert not np.array_equal(grid[:, :result.grid.shape[1]], result.grid)
     assert gallery and new_files[1:] == files[1:] and new_files[0] != files[0]
     assert np.array_equal(np.asarray(Image.open(new_files[0]).convert("RGB")), grid)

@@ -40,7 +40,7 @@ def scene_path() -> Path:
 def test_compare_endpoint_returns_grid_predictions_and_report(client, scene_path):
     grid_path, table, report = client.predict(handle_file(str(scene_path)), api_name="/compare")
     grid = np.asarray(Image.open(grid_path))
-    assert grid.shape[:2] == render.grid_shape(len(DEFAULT), 2)
+    assert grid.shape[:2] == render.grid_shape(len(DEFAULT), 2, extra_columns=1)  # + "vs baseline"
     assert table["headers"] == ["model", "rank", "class", "probability", "target"]
     assert [row[0] for row in table["data"]] == [m for m in DEFAULT for _ in range(5)]
     assert [m["model"] for m in report["models"]] == DEFAULT
