@@ -325,17 +325,20 @@ def sanity_findings(result: dict) -> list[str]:
              "Mean Spearman correlation between the original map and the randomised one, averaged over the "
              f"{len(rows)} models (range over models in brackets), after the classifier alone is re-initialised and "
              "with every layer random; and between the true-class map and a random other class's:", "",
-             "| map | classifier random | every layer random | random target | flagged |", "|---|---|---|---|---|"]
+             "| map | classifier random | every layer random | random target | keeps structure | class-insensitive |",
+             "|---|---|---|---|---|---|"]
     for key in keys:
         have = [r for r in rows if key in r["maps"]]
         first = [r["maps"][key]["spearman"][0] for r in have]
         last = [r["maps"][key]["spearman"][-1] for r in have]
         target = [r["random_target"][key]["spearman"] for r in have if key in r.get("random_target", {})]
-        flagged = sum(r["maps"][key]["keeps_structure"] for r in have)
+        kept = sum(r["maps"][key]["keeps_structure"] for r in have)
+        blind = sum(r["random_target"][key]["class_insensitive"] for r in have if key in r.get("random_target", {}))
         lines.append(f"| {_title(key)} ({len(have)} models) | {_range(first)} | {_range(last)} | "
-                     f"{_range(target) if target else '–'} | {flagged} |")
+                     f"{_range(target) if target else '–'} | {kept} | {blind if target else '–'} |")
     flagged = [f"{r['model']}/{k}" for r in rows for k, e in r["maps"].items() if e["keeps_structure"]]
-    lines += ["", f"Maps that keep their structure with every layer random (mean Spearman > {FLAG_SPEARMAN}): "
+    lines += ["", "The last two columns count the models whose map is flagged (rules above).",
+              "", f"Maps that keep their structure with every layer random (mean Spearman > {FLAG_SPEARMAN}): "
               f"{', '.join(flagged) if flagged else 'none'}. A map whose correlation with the trained model's map "
               "stays high after randomisation reflects the input (edges, the object's outline) rather than what the "
               "model learnt; a map that does not change with the classifier or the target class (Spearman 1.00 in "
@@ -397,8 +400,9 @@ def plot_sanity(result: dict, path: Path) -> None:
         ax = fig.add_subplot(grid_rows, cols, i + 1)
         xs = np.arange(len(row["steps"]))
         for key, entry in row["maps"].items():
-            colour = f"C{keys.index(key) % 10}"
-            handles[key], = ax.plot(xs, entry["spearman"], "-o", color=colour, markersize=3)
+            own = key == OWN_MAP        # eleven maps, ten default colours: the attention map is drawn black and thick
+            colour = "black" if own else f"C{keys.index(key) % 10}"
+            handles[key], = ax.plot(xs, entry["spearman"], "-o", color=colour, markersize=3, linewidth=2 if own else 1.5)
             ax.plot(xs, entry["ssim"], "--", color=colour, linewidth=0.8)
         ax.axhline(FLAG_SPEARMAN, color="grey", linewidth=0.6, linestyle=":")
         ax.set_xticks(xs, row["steps"], rotation=60, fontsize=7)

@@ -204,13 +204,14 @@ def test_maps_come_from_one_batched_pass_equal_to_one_image_at_a_time():
 
 
 def test_findings_table_is_computed_from_the_result():
-    def row(model, first, last, target, flag=False):
+    def row(model, first, last, target, flag=False, blind=False):
         return {"model": model, "maps": {"gradcam": {"steps": ["fc", "stem"], "spearman": [first, last],
                                                       "ssim": [0.5, 0.5], "keeps_structure": flag}},
-                "random_target": {"gradcam": {"spearman": target, "ssim": 0.4, "class_insensitive": False}}}
+                "random_target": {"gradcam": {"spearman": target, "ssim": 0.4, "class_insensitive": blind}}}
 
-    result = {"models": [row("a", 0.2, 0.1, 0.3), row("b", 0.4, 0.7, 0.5, flag=True)]}
+    result = {"models": [row("a", 0.2, 0.1, 0.95, blind=True), row("b", 0.4, 0.7, 0.91, flag=True, blind=True),
+                         row("c", 0.3, 0.1, 0.2)]}
     text = "\n".join(sanity.sanity_findings(result))
-    assert "| Grad-CAM (2 models) | 0.30 (models 0.20 to 0.40) | 0.40 (models 0.10 to 0.70) | " \
-           "0.40 (models 0.30 to 0.50) | 1 |" in text
+    assert "| Grad-CAM (3 models) | 0.30 (models 0.20 to 0.40) | 0.30 (models 0.10 to 0.70) | " \
+           "0.69 (models 0.20 to 0.95) | 1 | 2 |" in text
     assert "b/gradcam" in text
