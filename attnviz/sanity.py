@@ -337,13 +337,34 @@ def sanity_findings(result: dict) -> list[str]:
         lines.append(f"| {_title(key)} ({len(have)} models) | {_range(first)} | {_range(last)} | "
                      f"{_range(target) if target else '–'} | {kept} | {blind if target else '–'} |")
     flagged = [f"{r['model']}/{k}" for r in rows for k, e in r["maps"].items() if e["keeps_structure"]]
-    lines += ["", "The last two columns count the models whose map is flagged (rules above).",
-              "", f"Maps that keep their structure with every layer random (mean Spearman > {FLAG_SPEARMAN}): "
+    lines += ["", "The last two columns count the models whose map is flagged (rules above).", ""] + _found(rows, keys)
+    lines += [f"Maps that keep their structure with every layer random (mean Spearman > {FLAG_SPEARMAN}): "
               f"{', '.join(flagged) if flagged else 'none'}. A map whose correlation with the trained model's map "
               "stays high after randomisation reflects the input (edges, the object's outline) rather than what the "
               "model learnt; a map that does not change with the classifier or the target class (Spearman 1.00 in "
               "those columns) cannot explain a class.", ""]
     return lines
+
+
+def _found(rows: list[dict], keys: list[str]) -> list[str]:
+    """One computed sentence per map: where its correlation ends with every layer random, and how it reacts to
+    re-initialising the classifier alone and to a random target class."""
+    out = ["What it found (means over the models that have the map):", ""]
+    for key in keys:
+        have = [r for r in rows if key in r["maps"]]
+        first = float(np.mean([r["maps"][key]["spearman"][0] for r in have]))
+        last = float(np.mean([r["maps"][key]["spearman"][-1] for r in have]))
+        target = [r["random_target"][key]["spearman"] for r in have if key in r.get("random_target", {})]
+        fate = "falls towards 0" if abs(last) < 0.3 else ("stays high" if last > FLAG_SPEARMAN else "drops")
+        sentence = (f"* {_title(key)}: with every layer random its correlation {fate} ({last:.2f}); with only the "
+                    f"classifier re-initialised it is {first:.2f}")
+        if target:
+            sentence += f", and a random target class gives {float(np.mean(target)):.2f}"
+        if first > 0.99:
+            blind = bool(target) and float(np.mean(target)) > 0.99
+            sentence += " — it does not use the classifier" + (" or the class" if blind else "")
+        out.append(sentence + ".")
+    return out + [""]
 
 
 def sanity_markdown(result: dict) -> str:

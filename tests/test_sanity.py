@@ -214,4 +214,6 @@ def test_findings_table_is_computed_from_the_result():
     text = "\n".join(sanity.sanity_findings(result))
     assert "| Grad-CAM (3 models) | 0.30 (models 0.20 to 0.40) | 0.30 (models 0.10 to 0.70) | " \
            "0.69 (models 0.20 to 0.95) | 1 | 2 |" in text
+    assert ("* Grad-CAM: with every layer random its correlation drops (0.30); with only the classifier "
+            "re-initialised it is 0.30, and a random target class gives 0.69.") in text
     assert "b/gradcam" in text
