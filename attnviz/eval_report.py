@@ -175,23 +175,32 @@ def dumps(obj, indent: int = 1, level: int = 0) -> str:
     return json.dumps(obj)
 
 
-def read_sanity_flags(path: Path) -> dict[tuple[str, str], float]:
-    """``{(model, map): Spearman at the last step}`` of the maps ``sanity.json`` flags ``keeps_structure``."""
+def read_sanity_flags(path: Path) -> dict[tuple[str, str], float] | None:
+    """``{(model, map): Spearman at the last step}`` of the maps ``sanity.json`` flags ``keeps_structure``
+    (empty: checked, none flagged); None when there is no readable ``sanity.json`` (not checked)."""
     if not path.is_file():
-        return {}
+        return None
     try:
         data = json.loads(path.read_text())
         return {(row["model"], key): float(entry["spearman"][-1]) for row in data.get("models", [])
                 for key, entry in row.get("maps", {}).items() if entry.get("keeps_structure")}
     except (ValueError, KeyError, TypeError, IndexError):
-        return {}
+        return None
+
+
+def _sanity_models(path: Path) -> set[str]:
+    try:
+        return {row["model"] for row in json.loads(path.read_text()).get("models", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
 
 
 def write_outputs(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(dumps(result) + "\n")
     flags = read_sanity_flags(out / "sanity.json")
-    (out / "results.md").write_text(results_markdown(result, flags))
+    checked = _sanity_models(out / "sanity.json") if flags is not None else set()
+    (out / "results.md").write_text(results_markdown(result, flags, checked))
     plot_results(result, out / "results.png")
 
 
@@ -457,8 +466,12 @@ def _seeds_section(result: dict) -> list[str]:
     return lines
 
 
-def results_markdown(result: dict, flags: dict[tuple[str, str], float] | None = None) -> str:
-    """results.md: settings, the table with CIs, paired differences, agreement, own maps, seeds, sanity flags."""
+def results_markdown(result: dict, flags: dict[tuple[str, str], float] | None = None,
+                     checked: set[str] | None = None) -> str:
+    """results.md: settings, the table with CIs, paired differences, agreement, own maps, seeds, sanity flags.
+
+    ``flags``: the maps ``sanity.json`` flags (None: no sanity check ran); ``checked``: the models it covered."""
+    checked = checked or set()
     flags = flags or {}
     if result.get("data"):
         title = f"# Results: localisation and faithfulness on `{result['data']}`"
@@ -496,6 +509,13 @@ def results_markdown(result: dict, flags: dict[tuple[str, str], float] | None = 
                   "with every layer of the model re-initialised it still correlates with the original map above "
                   "0.5 (Spearman, mean over images) — " + ", ".join(marked) + ". Its scores say more about the "
                   "input than about what the model learnt."]
+    covered = [r["model"] for r in result["models"] if r["model"] in checked]
+    if covered and not marked:
+        from .sanity import FLAG_SPEARMAN
+
+        lines += ["", f"The sanity checks ([sanity.md](sanity.md)) cover {len(covered)} of these "
+                  f"{len(result['models'])} models and flag none of their maps: with every layer re-initialised, "
+                  f"no map keeps a mean Spearman correlation above {FLAG_SPEARMAN} with the trained model's map."]
     lines += _vs_table(result)
     lines += _agreement_table(result)
     lines += _own_maps(result)

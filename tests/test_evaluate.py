@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from attnviz import cli, datasets, evaluate, metrics, stats, synth, zoo
+from attnviz import cli, datasets, eval_report, evaluate, metrics, stats, synth, zoo
 from attnviz.agreement import map_agreement
 from attnviz.engine import explain
 from attnviz.eval_report import read_sanity_flags
@@ -315,6 +315,20 @@ def test_sanity_flags_mark_the_map_with_a_footnote(evaluated):
     md = (out / "results.md").read_text()
     assert "| CBAM | " in md and "| attention ⚑ |" in md and "| Grad-CAM ⚑" not in md
     assert "⚑ The sanity check" in md and "cbam/attention (Spearman 0.80)" in md
+
+
+def test_results_md_says_when_the_sanity_check_flagged_nothing(evaluated, tmp_path):
+    _, result, out, _ = evaluated
+    clean = {"models": [{"model": "cbam", "maps": {"attention": {"spearman": [0.9, 0.1], "keeps_structure": False}}}]}
+    (tmp_path / "sanity.json").write_text(json.dumps(clean))
+    assert read_sanity_flags(tmp_path / "sanity.json") == {}
+    assert read_sanity_flags(tmp_path / "absent.json") is None
+    eval_report.write_outputs(json.loads((out / "results.json").read_text()), tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    assert "cover 1 of these 2 models and flag none of their maps" in md and "⚑" not in md
+    (tmp_path / "sanity.json").unlink()
+    eval_report.write_outputs(json.loads((out / "results.json").read_text()), tmp_path)
+    assert "flag none" not in (tmp_path / "results.md").read_text()
 
 
 def test_finding_sentences_carry_their_numbers(evaluated):
