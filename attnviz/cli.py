@@ -218,7 +218,7 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     from .sanity import run_sanity
 
     result = run_sanity(models=args.models, n=args.n, seed=args.seed, methods=args.methods, out=Path(args.out),
-                        progress=not args.quiet)
+                        progress=not args.quiet, device=args.device)
     flagged = [f"{row['model']}/{key}" for row in result["models"] for key, entry in row["maps"].items()
                if entry["keeps_structure"]]
     print(f"wrote {Path(args.out) / 'sanity.json'}, sanity.md and sanity.png ({result['seconds']:.0f} s); maps that "
@@ -389,10 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "attention module's own map) with the original (Spearman, SSIM); also the map "
                                    "for a random other class. Writes OUT/sanity.json, sanity.md and sanity.png.")
     p.add_argument("--models", type=_csv, default=None, help="comma-separated (default: the bundled zoo)")
-    p.add_argument("--methods", type=_csv, default=None, help="CAM methods (default: the five one-pass methods)")
+    p.add_argument("--methods", type=_csv, default=None, help="CAM methods (default: every one-pass method)")
     p.add_argument("--n", type=int, default=8, help="benchmark scenes per model (default 8)")
     p.add_argument("--seed", type=int, default=None, help="data seed of the scenes (default: the eval seed)")
     p.add_argument("--out", default="docs")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sanity)
 

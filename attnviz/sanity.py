@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from .agreement import spearman, unit as _unit
+from .devices import resolve_device
 from .engine import DEFAULT_BATCH_SIZE, check_methods, explain_batch
 from .errors import AttnvizError
 from .localisation import OWN_MAP, own_spatial_map
@@ -163,7 +164,7 @@ def cascading_randomisation(model: nn.Module, groups: Sequence[LayerGroup], seed
 
 def compute_maps(model: LoadedModel | nn.Module, x: torch.Tensor, targets: Sequence[int], methods: Sequence[str],
                  layer: str, class_names: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
-                 ) -> dict[str, np.ndarray]:
+                 device: str | torch.device | None = None) -> dict[str, np.ndarray]:
     """``{map name: (N, H, W) float32}``: every CAM method's heatmap and the module's own spatial map.
 
     The one place sanity checks compute maps: ``engine.explain_batch``, ``batch_size`` images per pass (in eval
@@ -172,7 +173,7 @@ def compute_maps(model: LoadedModel | nn.Module, x: torch.Tensor, targets: Seque
     """
     height, width = x.shape[-2:]
     explanations = explain_batch(model, x, methods, targets=[int(t) for t in targets], layer=layer,
-                                 batch_size=batch_size, class_names=class_names)
+                                 batch_size=batch_size, class_names=class_names, device=device)
     out: dict[str, list[np.ndarray]] = {}
     for e in explanations:
         for m in methods:
@@ -226,11 +227,13 @@ def random_targets(labels: Sequence[int], num_classes: int, seed: int = RANDOMIS
 
 def sanity_model(model: LoadedModel | nn.Module, x: torch.Tensor, labels: Sequence[int], methods: Sequence[str], *,
                  layer: str, class_names: Sequence[str], name: str = "", seed: int = RANDOMISATION_SEED,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, device: str | torch.device | None = None) -> dict:
     """Both sanity checks for one model on preprocessed images ``x`` (N, 3, H, W) with true ``labels``.
 
     Returns ``{"model", "steps", "groups", "maps": {map: {"steps", "spearman", "ssim", "constant",
     "keeps_structure"}}, "random_target": {map: {"spearman", "ssim", "class_insensitive"}}, "seconds"}``.
+    ``device``: where the maps are computed (the randomised copy moves there; layers re-initialised with their
+    own ``reset_parameters`` draw from that device's generator, so CUDA and CPU runs randomise differently).
     """
     from tqdm import tqdm
 
@@ -241,15 +244,16 @@ def sanity_model(model: LoadedModel | nn.Module, x: torch.Tensor, labels: Sequen
     with lock:  # the copies must not pick up a request's hooks
         groups = layer_groups(net, x)
         frozen = copy.deepcopy(net).eval()
-    original = compute_maps(model, x, labels, methods, layer, class_names)
-    other = compute_maps(model, x, random_targets(labels, len(class_names), seed), methods, layer, class_names)
+    original = compute_maps(model, x, labels, methods, layer, class_names, device=device)
+    other = compute_maps(model, x, random_targets(labels, len(class_names), seed), methods, layer, class_names,
+                         device=device)
     maps = {key: {"steps": [], "spearman": [], "ssim": [], "constant": []} for key in original}
     steps = []
     cascade = cascading_randomisation(frozen, groups, seed)
     for step, randomised in tqdm(cascade, total=len(groups), desc=f"sanity {name}", unit="step",
                                  disable=not progress):
         steps.append(step)
-        scores = _compare(original, compute_maps(randomised, x, labels, methods, layer, class_names))
+        scores = _compare(original, compute_maps(randomised, x, labels, methods, layer, class_names, device=device))
         for key, entry in maps.items():
             s = scores.get(key, {"spearman": float("nan"), "ssim": float("nan"), "constant": len(x)})
             entry["steps"].append(step)
@@ -269,7 +273,8 @@ def sanity_model(model: LoadedModel | nn.Module, x: torch.Tensor, labels: Sequen
 # ---- the command ----------------------------------------------------------------------------------------
 
 def run_sanity(models: Sequence[str] | None = None, n: int = DEFAULT_N, seed: int | None = None,
-               methods: Sequence[str] | None = None, out: Path = Path("docs"), progress: bool = True) -> dict:
+               methods: Sequence[str] | None = None, out: Path = Path("docs"), progress: bool = True,
+               device: str | None = None) -> dict:
     """Sanity checks for bundled models on ``n`` benchmark scenes (eval data seed, true class); writes
     ``out/sanity.json``, ``out/sanity.md`` and ``out/sanity.png``."""
     from . import synth, zoo
@@ -282,7 +287,8 @@ def run_sanity(models: Sequence[str] | None = None, n: int = DEFAULT_N, seed: in
     names = list(models) if models else zoo.bundled()
     methods = check_methods(methods or tuple(ONE_PASS_METHODS))
     seed = EVAL_SEED if seed is None else seed
-    loaded = [zoo.load(name) for name in names]
+    resolve_device(device)                 # an absent device is one clear line before any model loads
+    loaded = [zoo.load(name, "cpu") for name in names]    # copies are randomised on the CPU copy's side
     for m in loaded:
         if tuple(m.spec.class_names) != tuple(synth.CLASS_NAMES):
             raise AttnvizError(f"{m.spec.name} was not trained on the benchmark's classes; `attnviz sanity` "
@@ -293,7 +299,8 @@ def run_sanity(models: Sequence[str] | None = None, n: int = DEFAULT_N, seed: in
     for m in loaded:
         x = m.spec.preprocess(scenes.images)
         rows.append(sanity_model(m, x, [int(v) for v in scenes.labels], methods, layer=m.spec.default_layer,
-                                 class_names=m.spec.class_names, name=m.spec.name, progress=progress))
+                                 class_names=m.spec.class_names, name=m.spec.name, progress=progress,
+                                 device=device))
         rows[-1]["display_name"] = m.spec.display_name
     result = {"command": f"attnviz sanity --n {n}" + (f" --seed {seed}" if seed != EVAL_SEED else ""),
               "n": n, "seed": seed, "target": "the true class", "methods": list(methods),

@@ -61,6 +61,20 @@ def test_sanity_command_writes_json_in_the_documented_shape(tmp_path):
     assert (tmp_path / "out" / "sanity.png").stat().st_size > 10_000
 
 
+def test_device_option_runs_on_the_named_device_and_refuses_an_absent_one(tmp_path):
+    from attnviz import cli
+
+    assert cli.main(["sanity", "--models", "baseline", "--n", "2", "--device", "cuda:7", "--quiet",
+                     "--out", str(tmp_path / "gpu")]) == 2          # no such device here: one line, exit 2
+    assert not (tmp_path / "gpu").exists()
+    x = zoo.load("cbam", "cpu").spec.preprocess(cached_scenes(2, EVAL_SEED, synth.IMAGE_SIZE).images)
+    default = sanity.sanity_model(zoo.load("cbam", "cpu"), x, [0, 1], ["gradcam"], layer="layer3",
+                                  class_names=synth.CLASS_NAMES)
+    on_cpu = sanity.sanity_model(zoo.load("cbam", "cpu"), x, [0, 1], ["gradcam"], layer="layer3",
+                                 class_names=synth.CLASS_NAMES, device="cpu")
+    assert on_cpu["maps"] == default["maps"] and on_cpu["random_target"] == default["random_target"]
+
+
 @pytest.mark.parametrize("arch, expected", [
     ("small_resnet", ["stem", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "fc"]),
     ("small_resnet_cbam", ["stem", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "fc"]),
@@ -162,7 +176,7 @@ def test_a_map_that_ignores_the_weights_is_flagged(monkeypatch):
     x = loaded.spec.preprocess(cached_scenes(2, EVAL_SEED, synth.IMAGE_SIZE).images)
     calls = {"n": 0}
 
-    def fake_maps(model, images, targets, methods, layer, class_names):
+    def fake_maps(model, images, targets, methods, layer, class_names, device=None):
         calls["n"] += 1
         grey = images.mean(1).numpy()
         edges = np.abs(np.gradient(grey, axis=-1)) + np.abs(np.gradient(grey, axis=-2))
