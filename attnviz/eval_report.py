@@ -277,11 +277,36 @@ def _main_table(result: dict, flags: dict) -> list[str]:
     return lines
 
 
-def _diff_cell(d: dict | None, pct: bool) -> str:
+def _diff_cell(d: dict | None, pct: bool, seeds: dict[str, float] | None = None) -> str:
+    """A paired difference with its CI; ◆ when the CI excludes 0; ✓ / ✗ when training-seed replicates say
+    whether the sign of (variant − reference) of the run means is the same for every seed (``seeds``)."""
     if not d:
         return "–"
     text = fmt_ci(d, pct, signed=True)
-    return f"**{text}** ◆" if d.get("excludes_zero") else text
+    cell = f"**{text}** ◆" if d.get("excludes_zero") else text
+    return cell + (_seed_mark(seeds) if seeds else "")
+
+
+def _seed_mark(per_seed: dict[str, float]) -> str:
+    signs = {np.sign(v) for v in per_seed.values()}
+    return " ✓" if len(signs) == 1 and 0 not in signs else " ✗"
+
+
+def _seed_count(rows: list[dict], by_seed: dict[str, dict]) -> str:
+    """How many ◆ cells of replicated models keep their sign in every training seed."""
+    held = changed = 0
+    for r in rows:
+        if r.get("source") == "replicate":
+            continue
+        for m, d in r["vs_baseline"].items():
+            for k, per_seed in by_seed.get(r["model"], {}).get(m, {}).items():
+                if m != "accuracy" and d.get(k, {}).get("excludes_zero"):
+                    if _seed_mark(per_seed) == " ✓":
+                        held += 1
+                    else:
+                        changed += 1
+    return (f"Of the ◆ PG / EPG / IoU cells of models with replicates, {held} keep their sign in every training seed "
+            f"and {changed} do not.")
 
 
 def _vs_table(result: dict) -> list[str]:
@@ -300,14 +325,23 @@ def _vs_table(result: dict) -> list[str]:
              "(about 1 in 20 cells excludes 0 by chance when nothing differs).", "",
              "| model | map | Δ accuracy | Δ PG | Δ EPG | Δ IoU | Δ Del | Δ Ins | Δ ROAD |",
              "|---|---|---|---|---|---|---|---|---|"]
+    by_seed = {e["model"]: e.get("minus_reference_by_seed", {}) for e in result.get("across_seeds", [])}
+    if any(by_seed.values()):
+        lines[4] += (" ✓ / ✗ after a PG, EPG or IoU cell: the model has training-seed replicates, and the difference "
+                     "of the run means (variant − reference of the same seed) has the same sign for every seed (✓) "
+                     "or not (✗: a finding of one training run).")
+        lines[4] += " " + _seed_count(rows, by_seed)
     for r in rows:
         acc = _diff_cell(r["vs_baseline"].get("accuracy"), True)
+        mine = by_seed.get(r["model"], {}) if r.get("source") != "replicate" else {}
         for m, d in r["vs_baseline"].items():
             if m == "accuracy":
                 continue
+            seeds = mine.get(m, {})
             lines.append(f"| {r['display_name'] if r.get('source') != 'replicate' else r['model']} | {_title(m)} | "
-                         f"{acc} | {_diff_cell(d.get('pointing_game'), True)} | "
-                         f"{_diff_cell(d.get('energy_pointing_game'), True)} | {_diff_cell(d.get('iou'), False)} | "
+                         f"{acc} | {_diff_cell(d.get('pointing_game'), True, seeds.get('pointing_game'))} | "
+                         f"{_diff_cell(d.get('energy_pointing_game'), True, seeds.get('energy_pointing_game'))} | "
+                         f"{_diff_cell(d.get('iou'), False, seeds.get('iou'))} | "
                          f"{_diff_cell(d.get('deletion_auc'), False)} | {_diff_cell(d.get('insertion_auc'), False)} | "
                          f"{_diff_cell(d.get('road'), False)} |")
     return lines

@@ -304,6 +304,11 @@ def test_replicates_load_by_name_stay_off_the_page_and_get_the_seed_table(evalua
     assert "## Across training seeds" in md
     assert f"{epg['mean'] * 100:.1f} ± {epg['sd'] * 100:.1f}" in md
     assert "Across training seeds 0, 1, 2: own − Grad-CAM EPG" in md     # the own-map finding checks the seeds
+    # the paired table says, per cell, whether the sign of the difference holds in every seed
+    mark = " ✓" if len({np.sign(v) for v in by_seed.values()}) == 1 else " ✗"
+    row = next(l for l in md.splitlines() if l.startswith("| CBAM | Grad-CAM |"))
+    assert row.split(" | ")[4].endswith(mark)                               # the EPG column
+    assert "keep their sign in every training seed" in md
     with pytest.raises(Exception, match="other settings \\(n\\)"):
         evaluate.run_eval(["se"], n=5, methods=("gradcam", "layercam"), road_scenes=0, progress=False,
                           faithfulness=False, out=out, update=True)
