@@ -443,6 +443,9 @@ def _own_maps(result: dict) -> list[str]:
         lines.append("Across training seeds the sign of own − Grad-CAM EPG is the same in every run for: "
                      f"{', '.join(steady) or 'none'}; it changes with the seed for: {', '.join(unsteady) or 'none'} "
                      "(those models' statements above hold for the bundled run only).")
+        single = [r["display_name"] for r in own if r["display_name"] not in steady + unsteady]
+        if single:
+            lines.append(f"No training-seed replicates, so one training run each: {', '.join(single)}.")
     if result.get("object_area") is not None:
         lines.append(f"Own maps whose EPG CI lies entirely above the chance level "
                      f"({result['object_area'] * 100:.1f} %): {', '.join(above_chance) or 'none'}.")
