@@ -23,6 +23,7 @@ import numpy as np
 from . import stats
 from .eval_scoring import REGION
 from .localisation import OWN_MAP
+from .sanity import FLAG_SPEARMAN
 
 SEED_METRICS = ("pointing_game", "energy_pointing_game", "iou")
 
@@ -175,31 +176,31 @@ def dumps(obj, indent: int = 1, level: int = 0) -> str:
     return json.dumps(obj)
 
 
-def read_sanity_flags(path: Path) -> dict[tuple[str, str], float] | None:
-    """``{(model, map): Spearman at the last step}`` of the maps ``sanity.json`` flags ``keeps_structure``
-    (empty: checked, none flagged); None when there is no readable ``sanity.json`` (not checked)."""
+def read_sanity(path: Path) -> tuple[dict[tuple[str, str], float], set[str]] | None:
+    """From ``sanity.json``: ``{(model, map): Spearman at the last step}`` of the maps it flags
+    ``keeps_structure`` (empty: checked, none flagged) and the models it covered; None when there is no
+    readable ``sanity.json`` (not checked)."""
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-        return {(row["model"], key): float(entry["spearman"][-1]) for row in data.get("models", [])
-                for key, entry in row.get("maps", {}).items() if entry.get("keeps_structure")}
-    except (ValueError, KeyError, TypeError, IndexError):
+        rows = json.loads(path.read_text()).get("models", [])
+        flags = {(row["model"], key): float(entry["spearman"][-1]) for row in rows
+                 for key, entry in row.get("maps", {}).items() if entry.get("keeps_structure")}
+        return flags, {row["model"] for row in rows}
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
 
 
-def _sanity_models(path: Path) -> set[str]:
-    try:
-        return {row["model"] for row in json.loads(path.read_text()).get("models", [])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return set()
+def read_sanity_flags(path: Path) -> dict[tuple[str, str], float] | None:
+    """The flagged maps of :func:`read_sanity` (None: not checked)."""
+    sanity = read_sanity(path)
+    return None if sanity is None else sanity[0]
 
 
 def write_outputs(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(dumps(result) + "\n")
-    flags = read_sanity_flags(out / "sanity.json")
-    checked = _sanity_models(out / "sanity.json") if flags is not None else set()
+    flags, checked = read_sanity(out / "sanity.json") or (None, set())
     (out / "results.md").write_text(results_markdown(result, flags, checked))
     plot_results(result, out / "results.png")
 
@@ -287,24 +288,22 @@ def _diff_cell(d: dict | None, pct: bool, seeds: dict[str, float] | None = None)
     return cell + (_seed_mark(seeds) if seeds else "")
 
 
+def same_sign(values) -> bool:
+    """True when every value is non-zero and of one sign: the rule for "holds across training seeds"."""
+    signs = {np.sign(v) for v in values}
+    return len(signs) == 1 and 0 not in signs
+
+
 def _seed_mark(per_seed: dict[str, float]) -> str:
-    signs = {np.sign(v) for v in per_seed.values()}
-    return " ✓" if len(signs) == 1 and 0 not in signs else " ✗"
+    return " ✓" if same_sign(per_seed.values()) else " ✗"
 
 
 def _seed_count(rows: list[dict], by_seed: dict[str, dict]) -> str:
     """How many ◆ cells of replicated models keep their sign in every training seed."""
-    held = changed = 0
-    for r in rows:
-        if r.get("source") == "replicate":
-            continue
-        for m, d in r["vs_baseline"].items():
-            for k, per_seed in by_seed.get(r["model"], {}).get(m, {}).items():
-                if m != "accuracy" and d.get(k, {}).get("excludes_zero"):
-                    if _seed_mark(per_seed) == " ✓":
-                        held += 1
-                    else:
-                        changed += 1
+    verdicts = [same_sign(per_seed.values()) for r in rows if r.get("source") != "replicate"
+                for m, metrics in by_seed.get(r["model"], {}).items() for k, per_seed in metrics.items()
+                if r["vs_baseline"].get(m, {}).get(k, {}).get("excludes_zero")]
+    held, changed = sum(verdicts), len(verdicts) - sum(verdicts)
     return (f"Of the ◆ PG / EPG / IoU cells of models with replicates, {held} keep their sign in every training seed "
             f"and {changed} do not.")
 
@@ -317,20 +316,20 @@ def _vs_table(result: dict) -> list[str]:
     cells = sum(len(d) for r in rows for m, d in r["vs_baseline"].items() if m != "accuracy")
     excluded = sum(bool(d.get("excludes_zero")) for r in rows for m, ds in r["vs_baseline"].items()
                    if m != "accuracy" for d in ds.values())
+    by_seed = {e["model"]: e.get("minus_reference_by_seed", {}) for e in result.get("across_seeds", [])}
+    seed_legend = ""
+    if any(by_seed.values()):
+        seed_legend = (" ✓ / ✗ after a PG, EPG or IoU cell: the model has training-seed replicates, and the "
+                       "difference of the run means (variant − reference of the same seed) has the same sign for "
+                       "every seed (✓) or not (✗: a finding of one training run). " + _seed_count(rows, by_seed))
     lines = ["", f"## Difference from the {ref['display_name'].lower()} (paired, same images)", "",
              f"Each cell: mean over the images both models scored of (variant − {ref['display_name'].lower()}), "
              "with its 95 % bootstrap CI (the per-image differences resampled, which keeps the pairing). "
              "Accuracy, PG and EPG in percentage points. **Bold** ◆ = the CI excludes 0. "
              f"{excluded} of {cells} map-metric cells exclude 0; nothing corrects for the number of comparisons "
-             "(about 1 in 20 cells excludes 0 by chance when nothing differs).", "",
+             "(about 1 in 20 cells excludes 0 by chance when nothing differs)." + seed_legend, "",
              "| model | map | Δ accuracy | Δ PG | Δ EPG | Δ IoU | Δ Del | Δ Ins | Δ ROAD |",
              "|---|---|---|---|---|---|---|---|---|"]
-    by_seed = {e["model"]: e.get("minus_reference_by_seed", {}) for e in result.get("across_seeds", [])}
-    if any(by_seed.values()):
-        lines[4] += (" ✓ / ✗ after a PG, EPG or IoU cell: the model has training-seed replicates, and the difference "
-                     "of the run means (variant − reference of the same seed) has the same sign for every seed (✓) "
-                     "or not (✗: a finding of one training run).")
-        lines[4] += " " + _seed_count(rows, by_seed)
     for r in rows:
         acc = _diff_cell(r["vs_baseline"].get("accuracy"), True)
         mine = by_seed.get(r["model"], {}) if r.get("source") != "replicate" else {}
@@ -380,10 +379,9 @@ def _seed_note(entry: dict | None, metric: str = "energy_pointing_game") -> str:
     if not entry or "own_minus_gradcam" not in entry or metric not in entry["own_minus_gradcam"]:
         return ""
     values = entry["own_minus_gradcam"][metric]
-    signs = {np.sign(v) for v in values}
     listed = ", ".join(f"{v * 100:+.1f}" for v in values)
     seeds = ", ".join(str(s) for s in entry["seeds"])
-    verdict = ("the sign holds for every training seed" if len(signs) == 1 and 0 not in signs
+    verdict = ("the sign holds for every training seed" if same_sign(values)
                else "**the sign is not the same for every training seed**")
     return f" Across training seeds {seeds}: own − Grad-CAM EPG {listed} points — {verdict}."
 
@@ -437,8 +435,7 @@ def _own_maps(result: dict) -> list[str]:
     for r in own:
         entry = seeds.get(r["model"], {}).get("own_minus_gradcam", {}).get("energy_pointing_game")
         if entry:
-            signs = {np.sign(v) for v in entry}
-            (steady if len(signs) == 1 and 0 not in signs else unsteady).append(r["display_name"])
+            (steady if same_sign(entry) else unsteady).append(r["display_name"])
     if steady or unsteady:
         lines.append("Across training seeds the sign of own − Grad-CAM EPG is the same in every run for: "
                      f"{', '.join(steady) or 'none'}; it changes with the seed for: {', '.join(unsteady) or 'none'} "
@@ -492,9 +489,8 @@ def _seeds_section(result: dict) -> list[str]:
             per_seed = diffs.get(m, {}).get("energy_pointing_game")
             if not per_seed:
                 continue
-            signs = {np.sign(v) for v in per_seed.values()}
             listed = ", ".join(f"{v * 100:+.1f} (seed {s})" for s, v in per_seed.items())
-            verdict = ("same sign for every seed" if len(signs) == 1 and 0 not in signs
+            verdict = ("same sign for every seed" if same_sign(per_seed.values())
                        else "**the sign changes with the training seed: no claim either way**")
             claims.append(f"* {e['display_name']}, {_title(m)} EPG minus the {result['reference']}'s of the same "
                           f"seed: {listed} points — {verdict}.")
@@ -544,12 +540,10 @@ def results_markdown(result: dict, flags: dict[tuple[str, str], float] | None = 
     if marked:
         lines += ["", "⚑ The sanity check (`sanity.json`, [sanity.md](sanity.md)) flags this map `keeps_structure`: "
                   "with every layer of the model re-initialised it still correlates with the original map above "
-                  "0.5 (Spearman, mean over images) — " + ", ".join(marked) + ". Its scores say more about the "
-                  "input than about what the model learnt."]
+                  f"{FLAG_SPEARMAN} (Spearman, mean over images) — " + ", ".join(marked) + ". Its scores say more "
+                  "about the input than about what the model learnt."]
     covered = [r["model"] for r in result["models"] if r["model"] in checked]
     if covered and not marked:
-        from .sanity import FLAG_SPEARMAN
-
         lines += ["", f"The sanity checks ([sanity.md](sanity.md)) cover {len(covered)} of these "
                   f"{len(result['models'])} models and flag none of their maps: with every layer re-initialised, "
                   f"no map keeps a mean Spearman correlation above {FLAG_SPEARMAN} with the trained model's map."]

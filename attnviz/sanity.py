@@ -323,28 +323,43 @@ def _range(values: list[float]) -> str:
     return f"{np.mean(values):.2f} (models {min(values):.2f} to {max(values):.2f})"
 
 
+@dataclass
+class _MapAcrossModels:
+    """One map's per-model numbers: Spearman with the classifier alone random (``first``), with every layer
+    random (``last``), with a random target (``target``), and how many models flag it."""
+    models: int
+    first: list[float]
+    last: list[float]
+    target: list[float]
+    kept: int
+    blind: int
+
+
+def _across_models(rows: list[dict], key: str) -> _MapAcrossModels:
+    have = [r for r in rows if key in r["maps"]]
+    targets = [r["random_target"][key] for r in have if key in r.get("random_target", {})]
+    return _MapAcrossModels(len(have), [r["maps"][key]["spearman"][0] for r in have],
+                            [r["maps"][key]["spearman"][-1] for r in have], [t["spearman"] for t in targets],
+                            sum(r["maps"][key]["keeps_structure"] for r in have),
+                            sum(t["class_insensitive"] for t in targets))
+
+
 def sanity_findings(result: dict) -> list[str]:
     """What the tables say across models, each sentence computed from the numbers it quotes (mean over models of
     each model's mean over images; the range over models beside it)."""
     rows = result["models"]
-    keys = list(dict.fromkeys(k for r in rows for k in r["maps"]))
+    maps = {key: _across_models(rows, key) for key in dict.fromkeys(k for r in rows for k in r["maps"])}
     lines = ["## Across the models", "",
              "Mean Spearman correlation between the original map and the randomised one, averaged over the "
              f"{len(rows)} models (range over models in brackets), after the classifier alone is re-initialised and "
              "with every layer random; and between the true-class map and a random other class's:", "",
              "| map | classifier random | every layer random | random target | keeps structure | class-insensitive |",
              "|---|---|---|---|---|---|"]
-    for key in keys:
-        have = [r for r in rows if key in r["maps"]]
-        first = [r["maps"][key]["spearman"][0] for r in have]
-        last = [r["maps"][key]["spearman"][-1] for r in have]
-        target = [r["random_target"][key]["spearman"] for r in have if key in r.get("random_target", {})]
-        kept = sum(r["maps"][key]["keeps_structure"] for r in have)
-        blind = sum(r["random_target"][key]["class_insensitive"] for r in have if key in r.get("random_target", {}))
-        lines.append(f"| {_title(key)} ({len(have)} models) | {_range(first)} | {_range(last)} | "
-                     f"{_range(target) if target else '–'} | {kept} | {blind if target else '–'} |")
+    for key, a in maps.items():
+        lines.append(f"| {_title(key)} ({a.models} models) | {_range(a.first)} | {_range(a.last)} | "
+                     f"{_range(a.target) if a.target else '–'} | {a.kept} | {a.blind if a.target else '–'} |")
     flagged = [f"{r['model']}/{k}" for r in rows for k, e in r["maps"].items() if e["keeps_structure"]]
-    lines += ["", "The last two columns count the models whose map is flagged (rules above).", ""] + _found(rows, keys)
+    lines += ["", "The last two columns count the models whose map is flagged (rules above).", ""] + _found(maps)
     lines += [f"Maps that keep their structure with every layer random (mean Spearman > {FLAG_SPEARMAN}): "
               f"{', '.join(flagged) if flagged else 'none'}. A map whose correlation with the trained model's map "
               "stays high after randomisation reflects the input (edges, the object's outline) rather than what the "
@@ -353,22 +368,20 @@ def sanity_findings(result: dict) -> list[str]:
     return lines
 
 
-def _found(rows: list[dict], keys: list[str]) -> list[str]:
+def _found(maps: dict[str, _MapAcrossModels]) -> list[str]:
     """One computed sentence per map: where its correlation ends with every layer random, and how it reacts to
     re-initialising the classifier alone and to a random target class."""
     out = ["What it found (means over the models that have the map):", ""]
-    for key in keys:
-        have = [r for r in rows if key in r["maps"]]
-        first = float(np.mean([r["maps"][key]["spearman"][0] for r in have]))
-        last = float(np.mean([r["maps"][key]["spearman"][-1] for r in have]))
-        target = [r["random_target"][key]["spearman"] for r in have if key in r.get("random_target", {})]
+    for key, a in maps.items():
+        first, last = float(np.mean(a.first)), float(np.mean(a.last))
         fate = "falls towards 0" if abs(last) < 0.3 else ("stays high" if last > FLAG_SPEARMAN else "drops")
         sentence = (f"* {_title(key)}: with every layer random its correlation {fate} ({last:.2f}); with only the "
                     f"classifier re-initialised it is {first:.2f}")
-        if target:
-            sentence += f", and a random target class gives {float(np.mean(target)):.2f}"
+        target = float(np.mean(a.target)) if a.target else None
+        if target is not None:
+            sentence += f", and a random target class gives {target:.2f}"
         if first > 0.99:
-            blind = bool(target) and float(np.mean(target)) > 0.99
+            blind = target is not None and target > 0.99
             sentence += " — it does not use the classifier" + (" or the class" if blind else "")
         out.append(sentence + ".")
     return out + [""]
@@ -430,7 +443,8 @@ def plot_sanity(result: dict, path: Path) -> None:
         for key, entry in row["maps"].items():
             own = key == OWN_MAP        # eleven maps, ten default colours: the attention map is drawn black and thick
             colour = "black" if own else f"C{keys.index(key) % 10}"
-            handles[key], = ax.plot(xs, entry["spearman"], "-o", color=colour, markersize=3, linewidth=2 if own else 1.5)
+            handles[key], = ax.plot(xs, entry["spearman"], "-o", color=colour, markersize=3,
+                                    linewidth=2 if own else 1.5)
             ax.plot(xs, entry["ssim"], "--", color=colour, linewidth=0.8)
         ax.axhline(FLAG_SPEARMAN, color="grey", linewidth=0.6, linestyle=":")
         ax.set_xticks(xs, row["steps"], rotation=60, fontsize=7)

@@ -141,11 +141,6 @@ def test_imagenet_architectures_with_random_weights_load_from_the_cache_and_reco
         torch.testing.assert_close(loaded.model(torch.ones(1, 3, 64, 64)), net.eval()(torch.ones(1, 3, 64, 64)))
 
 
-
-def _serve(payload: bytes):
-    return serve_one_file(payload)
-
-
 def test_download_verifies_the_published_hash_prefix(tmp_path, monkeypatch):
     import hashlib
 
@@ -158,7 +153,7 @@ def test_download_verifies_the_published_hash_prefix(tmp_path, monkeypatch):
                                    "none", ("layer4",))
     bad = imagenet.ImageNetSource("test-bad", "t", "torchvision", "resnet18", "http://x/model-00000000.pth",
                                   "none", ("layer4",))
-    server = _serve(payload)
+    server = serve_one_file(payload)
     url = f"http://127.0.0.1:{server.server_address[1]}/file"
     try:
         path = imagenet.download(good, progress=False, url=url)

@@ -39,7 +39,6 @@ def _one_thread_private_cache(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
-
 # ---- the batched path reproduces main's per-image numbers --------------------------------------------------
 
 def test_batched_scores_equal_mains_per_image_numbers_and_identical_maps_are_scored_once():

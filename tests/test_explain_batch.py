@@ -86,7 +86,6 @@ def _without(value, keys=("created", "timings_ms")):
     return value
 
 
-
 def test_batch_equals_the_one_image_path_and_bad_files_are_skipped_and_listed(folder, tmp_path, capsys):
     out = tmp_path / "out"
     code = explain_paths([str(folder)], out, MODELS, METHODS, progress=False, batch_size=3, workers=2, device="cpu")

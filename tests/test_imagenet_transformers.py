@@ -79,7 +79,6 @@ def test_release_layouts_load_strictly_through_the_zoo(tmp_path, monkeypatch, sr
             zoo.load(imagenet.spec_for(src))
 
 
-
 def test_download_checks_a_full_pin_and_refuses_sources_without_a_hash(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNVIZ_WEIGHTS_DIR", str(tmp_path))
     payload = b"not really weights" * 100
