@@ -453,12 +453,16 @@ def _stn(result: dict) -> list[str]:
     stn = [r for r in result["models"] if REGION in r["maps"]]
     if not stn:
         return []
+    replicated = {e["model"]: e for e in result.get("across_seeds", [])}
     lines = ["", "## Spatial transformer: the sampled region vs the object", ""]
     for r in stn:
         reg = r["maps"][REGION]
+        runs = replicated.get(r["model"])
         lines.append(f"* {r['display_name']}: mean IoU of the sampled square with the object mask "
                      f"**{fmt_ci(reg['iou'])}**; on average the square covers {fmt_ci(reg['coverage'], True)} % of "
-                     f"the object's pixels and {fmt_ci(reg['area'], True)} % of the image.")
+                     f"the object's pixels and {fmt_ci(reg['area'], True)} % of the image"
+                     + (f" ({len(runs['runs'])} training runs in \"Across training seeds\")." if runs
+                        else " (one training run: no training-seed replicates)."))
     return lines
 
 

@@ -79,3 +79,13 @@ def test_across_seed_entries_are_the_mean_and_sd_of_their_runs():
         assert entry["accuracy"]["sd"] == pytest.approx(np.std(accuracies, ddof=1) if len(runs) > 1 else 0.0)
         iou = [r["maps"]["gradcam"]["iou"]["mean"] for r in runs]
         assert entry["maps"]["gradcam"]["iou"]["mean"] == pytest.approx(np.mean(iou))
+
+
+def test_single_run_findings_say_so():
+    """Findings about models without replicates carry that caveat; replicated ones carry their seeds."""
+    replicated = {e["model"] for e in RESULT.get("across_seeds", [])}
+    assert "stn" not in replicated and "(one training run: no training-seed replicates)" in MARKDOWN
+    single = next(l for l in MARKDOWN.splitlines() if l.startswith("No training-seed replicates, so one training run"))
+    for row in RESULT["models"]:
+        if "attention" in row["maps"]:
+            assert (row["display_name"] in single) == (row["model"] not in replicated), row["model"]
