@@ -7,7 +7,7 @@ import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from attnviz.cli import main  # noqa: E402
+from attnviz.app.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["serve"]))

@@ -20,7 +20,7 @@ __all__ = ["explain", "explain_batch", "compare", "__version__"]
 def __getattr__(name: str) -> Any:
     # Lazy: `attnviz --help` and `attnviz.errors` should not pay for importing torch.
     if name in ("explain", "explain_batch", "compare"):
-        from . import engine
+        from attnviz import api
 
-        return getattr(engine, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'attnviz' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """``python -m attnviz`` is the ``attnviz`` command."""
 import sys
 
-from .cli import main
+from attnviz.app.cli import main
 
 sys.exit(main())

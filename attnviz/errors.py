@@ -5,6 +5,9 @@ the command line and the Python API can turn it into one readable message withou
 """
 from __future__ import annotations
 
+# The exit status of every command when the user's input or settings are the problem (one line on stderr).
+EXIT_USER_ERROR = 2
+
 
 class AttnvizError(Exception):
     """Base class: the message is meant to be shown to the user as is."""

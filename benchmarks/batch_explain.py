@@ -5,7 +5,7 @@ with ``--models`` (default: the page's five bundled models) and Grad-CAM + Grad-
 
   one-image   ``pipeline.run`` per image — what the page does and what `attnviz explain DIR` did before it was
               batched (one compare() per image, files written as the command writes them);
-  batched     ``attnviz.batch.explain_paths`` in this process: DataLoader workers decode, ``--batch-size``
+  batched     ``attnviz.app.batch.explain_paths`` in this process: DataLoader workers decode, ``--batch-size``
               images per model pass;
   torchrun    ``python -m torch.distributed.run --nproc-per-node R -m attnviz explain ...`` (``--ranks``, default
               2; gloo and one torch thread per rank on the CPU, NCCL and one GPU per rank with ``--device cuda``);
@@ -39,9 +39,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from attnviz import pipeline, synth  # noqa: E402
-from attnviz.batch import SCORE_COLUMNS, collect_inputs, explain_paths, mask_beside, png_bytes  # noqa: E402
-from attnviz.report import PREDICTION_COLUMNS, write_csv  # noqa: E402
+from attnviz.app import pipeline  # noqa: E402
+from attnviz.app.batch import CSV_SCORE_COLUMNS, collect_inputs, explain_paths, mask_beside, png_bytes  # noqa: E402
+from attnviz.app.report import CSV_PREDICTION_COLUMNS, write_csv  # noqa: E402
+from attnviz.data import synth  # noqa: E402
 
 DEFAULT_MODELS = "baseline,se,cbam,triplet,coord"
 METHODS = ["gradcam", "gradcam++"]
@@ -68,8 +69,8 @@ def one_image_path(folder: Path, out: Path, models: list[str], device: str) -> N
         predictions += [{**row, "image": str(path)} for row in r.predictions]
         scores += [{"image": str(path), "model": m, "map": k, **s}
                    for m, per in r.scores.items() for k, s in per.items()]
-    write_csv(out / "predictions.csv", predictions, PREDICTION_COLUMNS)
-    write_csv(out / "scores.csv", scores, SCORE_COLUMNS)
+    write_csv(out / "predictions.csv", predictions, CSV_PREDICTION_COLUMNS)
+    write_csv(out / "scores.csv", scores, CSV_SCORE_COLUMNS)
 
 
 def free_port() -> int:

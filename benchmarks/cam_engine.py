@@ -29,17 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from pytorch_grad_cam import (EigenCAM, EigenGradCAM, FinerCAM, GradCAM, GradCAMElementWise,  # noqa: E402
-                              GradCAMPlusPlus, KPCA_CAM)
+from pytorch_grad_cam import KPCA_CAM, EigenCAM, EigenGradCAM, FinerCAM, GradCAM, GradCAMElementWise, GradCAMPlusPlus  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
-from attnviz import zoo  # noqa: E402
-from attnviz.cam import METHODS  # noqa: E402
-from attnviz.engine import explain, explain_batch  # noqa: E402
+from attnviz.api import explain, explain_batch  # noqa: E402
+from attnviz.core import methods as catalogue  # noqa: E402
+from attnviz.zoo import registry as zoo  # noqa: E402
 
 NEW_METHODS = {"gradcamelementwise": GradCAMElementWise, "eigengradcam": EigenGradCAM, "eigencam": EigenCAM,
                "kpcacam": KPCA_CAM, "finercam": FinerCAM}
-ALL_ONE_PASS = tuple(METHODS)
+ALL_ONE_PASS = catalogue.names(catalogue.ONE_PASS)
 
 
 class Case:

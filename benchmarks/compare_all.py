@@ -31,15 +31,17 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from attnviz import pipeline, zoo
+    from attnviz.app import pipeline
+    from attnviz.data.examples import EXAMPLES_DIR
+    from attnviz.zoo import registry as zoo
 
     names = zoo.bundled()
-    scene = sorted(p for p in pipeline.EXAMPLES_DIR.glob("*.png") if not p.name.endswith("_mask.png"))[0]
+    scene = sorted(p for p in EXAMPLES_DIR.glob("*.png") if not p.name.endswith("_mask.png"))[0]
     photo = np.random.default_rng(0).integers(0, 255, (768, 1024, 3), dtype=np.uint8)
     print(f"{len(names)} bundled models: {', '.join(names)}; torch {torch.__version__}, {args.threads} threads")
     for label, image in (("benchmark scene 128 px", scene), ("photo-sized 1024x768", photo)):
         times = []
-        for i in range(args.repeats + 1):
+        for _ in range(args.repeats + 1):
             t0 = time.perf_counter()
             result = pipeline.run(pipeline.Request(image=image, models=names, methods=("gradcam", "gradcam++")))
             times.append(time.perf_counter() - t0)

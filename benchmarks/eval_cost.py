@@ -5,7 +5,7 @@
 
 "old" is the evaluation as it was before batching, kept here as the reference: per scene one ``explain()``, one
 forward of every map's deletion and insertion copies (17 + 17 per map), and pytorch-grad-cam's ROADCombined on
-the ROAD maps. "new" is :func:`attnviz.eval_scoring.score_chunk` (what ``attnviz eval`` runs): one
+the ROAD maps. "new" is :func:`attnviz.evaluation.scoring.score_chunk` (what ``attnviz eval`` runs): one
 ``explain_batch`` per chunk, the curves and ROAD batched across the chunk's images and maps, shared end points
 run once, bit-identical maps scored once. Both score the same scenes (data seed of ``attnviz eval``) and this
 prints wall and CPU seconds of each phase, the maps scored vs requested, and the largest difference between
@@ -25,12 +25,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attnviz import metrics, synth, zoo  # noqa: E402
-from attnviz.cam import CLASSIC_METHODS  # noqa: E402
-from attnviz.engine import explain  # noqa: E402
-from attnviz.eval_scoring import ROAD_MAPS, ScoringCount, score_chunk  # noqa: E402
-from attnviz.localisation import OWN_MAP, own_spatial_map  # noqa: E402
-from attnviz.train import EVAL_SEED, cached_scenes  # noqa: E402
+from attnviz.api import explain  # noqa: E402
+from attnviz.core.cam import CLASSIC_METHODS  # noqa: E402
+from attnviz.data import synth
+from attnviz.data.scenes import EVAL_SEED, cached_scenes  # noqa: E402
+from attnviz.evaluation.scoring import ROAD_MAPS, ScoringCount, score_chunk  # noqa: E402
+from attnviz.metrics import scores as metrics
+from attnviz.metrics.localisation import OWN_MAP, own_spatial_map  # noqa: E402
+from attnviz.zoo import registry as zoo  # noqa: E402
 
 
 @torch.no_grad()

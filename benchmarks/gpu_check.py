@@ -29,8 +29,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 
-from attnviz import explain, explain_batch, synth, zoo  # noqa: E402
-from attnviz.cam import METHODS  # noqa: E402
+from attnviz import explain, explain_batch
+from attnviz.core.methods import ONE_PASS, names  # noqa: E402
+from attnviz.data import synth
+from attnviz.zoo import registry as zoo  # noqa: E402
 
 ZOO_MODELS = ("baseline", "se", "cbam", "triplet", "coord", "nonlocal", "danet", "mhsa")
 CLASSIC = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam")
@@ -50,7 +52,7 @@ def equality(report: dict) -> None:
     net = torchvision.models.resnet50().eval()
     x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     targets = [3, 17, 250, 999, 0, 512, 77, 640]
-    methods = tuple(METHODS)
+    methods = names(ONE_PASS)
     cpu_net, gpu_net = copy.deepcopy(net), copy.deepcopy(net)
     cpu = explain_batch(cpu_net, x, methods, targets, "layer4", device="cpu", record=False)
     tf32(False)
@@ -157,7 +159,7 @@ def speed(report: dict, repeats: int) -> None:
         loaded = zoo.load(name, "cuda")
         xz = loaded.spec.preprocess(scenes.images)
         explain_batch(loaded, xz[:64], ("gradcam", "gradcam++"), batch_size=64)
-        t = timed(lambda: explain_batch(loaded, xz, ("gradcam", "gradcam++"), batch_size=64), 1)
+        t = timed(lambda loaded=loaded, xz=xz: explain_batch(loaded, xz, ("gradcam", "gradcam++"), batch_size=64), 1)
         zoo_speed[name] = round(256 / t, 1)
     report["zoo_256_scenes_images_per_s_cuda"] = zoo_speed
 

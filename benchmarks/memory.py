@@ -34,18 +34,18 @@ STEPS: list[tuple[str, str]] = [
     ("import torch, gradio", "import torch, gradio"),
     ("import torch, gradio, pytorch_grad_cam", BASE),
     ("... + import timm", f"{BASE}; import timm"),
-    ("... + import attnviz.ui", f"{BASE}; import attnviz.ui"),
-    ("... + page built (attnviz.ui.build_app())", f"{BASE}; import attnviz.ui; attnviz.ui.build_app()"),
+    ("... + import attnviz.app.web.page", f"{BASE}; import attnviz.app.web.page"),
+    ("... + page built (attnviz.app.web.page.build_app())", f"{BASE}; import attnviz.app.web.page; attnviz.app.web.page.build_app()"),
     ("... + page built + whole bundled zoo loaded",
-     f"{BASE}; import attnviz.ui; attnviz.ui.build_app(); from attnviz import zoo; "
+     f"{BASE}; import attnviz.app.web.page; attnviz.app.web.page.build_app(); from attnviz import zoo; "
      "[zoo.load(n) for n in zoo.bundled()]"),
     ("... + page built + whole bundled zoo loaded + one plain torch forward/backward",
-     f"{BASE}; import attnviz.ui; attnviz.ui.build_app(); from attnviz import zoo; "
+     f"{BASE}; import attnviz.app.web.page; attnviz.app.web.page.build_app(); from attnviz import zoo; "
      "[zoo.load(n) for n in zoo.bundled()]; x = torch.randn(1, 3, 128, 128, requires_grad=True); "
      "zoo.load('baseline').model(x)[0, 0].backward()"),
     ("... + page built + one request with every bundled model",
-     f"{BASE}; import attnviz.ui; attnviz.ui.build_app(); from attnviz import pipeline, zoo; "
-     "scene = sorted(p for p in pipeline.EXAMPLES_DIR.glob('*.png') if 'mask' not in p.name)[0]; "
+     f"{BASE}; import attnviz.app.web.page; attnviz.app.web.page.build_app(); from attnviz import pipeline, zoo; "
+     "scene = sorted(p for p in attnviz.data.examples.EXAMPLES_DIR.glob('*.png') if 'mask' not in p.name)[0]; "
      "pipeline.run(pipeline.Request(image=scene, models=zoo.bundled()))"),
 ]
 
@@ -99,7 +99,6 @@ def server_rows() -> list[tuple[str, float]]:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "tests"))
     from gradio_client import Client, handle_file
-
     from webapp import free_port, wait_until_serving
 
     port = free_port()

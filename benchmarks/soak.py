@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from PIL import Image  # noqa: E402
-
 from webapp import free_port, wait_until_serving  # noqa: E402
 
 
@@ -38,7 +37,7 @@ def rss_mb(pid: int) -> float:
 
 
 def inputs(folder: Path) -> list[Path]:
-    from attnviz import synth
+    from attnviz.data import synth
 
     paths = sorted(p for p in (ROOT / "attnviz" / "assets" / "examples").glob("*.png") if "_mask" not in p.name)
     rng = np.random.default_rng(0)

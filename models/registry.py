@@ -93,6 +93,8 @@ register(Architecture("small_resnet", _small_builder(None), "none", "small_resne
 for _key in ATTENTION_TYPES:
     register(Architecture(f"small_resnet_{_key}", _small_builder(_key), _key, "small_resnet"))
 register(Architecture("small_vit", vit.small_vit, "vit", "vit", "timm VisionTransformer at the zoo's size"))
+register(Architecture("hybrid_vit", vit.hybrid_vit, "vit", "vit",
+                      "timm VisionTransformer with a compact-ResNet trunk as patch embedding (ViT hybrid)"))
 
 
 def get(name: str) -> Architecture:

@@ -32,7 +32,7 @@ def wait_until_serving(url: str, timeout: float = 60.0) -> float:
 @contextlib.contextmanager
 def running_app() -> Iterator[str]:
     """Start the page in this process (no thread lock) and yield its URL."""
-    from attnviz import ui
+    from attnviz.app.web import page as ui
 
     port = free_port()
     app = ui.launch(host="127.0.0.1", port=port, prevent_thread_lock=True)

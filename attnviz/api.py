@@ -1,0 +1,127 @@
+"""The public front door: ``explain``, ``explain_batch`` and ``compare`` for a model name, spec or ``nn.Module``.
+
+Here a name becomes a ready :class:`LoadedModel` (the zoo's cache, on the requested device) and the batched core
+(:mod:`attnviz.core.engine`) runs on it; ``compare`` adds how each variant's maps agree with the baseline's.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnviz.core import cam as cam_core
+from attnviz.core.devices import resolve_device
+from attnviz.core.engine import DEFAULT_BATCH_SIZE, ProgressFn, Target, explain_loaded, wrap_module
+from attnviz.core.methods import DEFAULT_METHODS, check_methods
+from attnviz.core.specs import LoadedModel, ModelSpec
+from attnviz.data.images import decode_image
+from attnviz.errors import AttnvizError, LimitExceededError, TargetError
+from attnviz.metrics.agreement import comparison_agreement
+from attnviz.results import Comparison, Explanation
+from attnviz.zoo.registry import load
+
+Model = str | ModelSpec | LoadedModel | nn.Module
+
+
+def resolve_model(model: Model, device: str | torch.device | None) -> LoadedModel:
+    """A model of any accepted kind, on ``device``. A plain ``nn.Module`` stays where its parameters are unless
+    ``device`` is given; registry models default to "auto"."""
+    if isinstance(model, LoadedModel):
+        if device is not None and model.spec is not None and resolve_device(device) != model.device:
+            return load(model.spec, device)
+        return model
+    if isinstance(model, (str, ModelSpec)):
+        return load(model, device)
+    if isinstance(model, nn.Module):
+        return wrap_module(model, device)
+    raise AttnvizError(f"explain() takes a model name, ModelSpec or nn.Module, not {type(model).__name__}")
+
+
+def explain_batch(model: Model, images, methods: Sequence[str] = DEFAULT_METHODS,
+                  targets: Target | Sequence[Target] = None, layer: str | Sequence[str] | None = None, *,
+                  batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None, record: bool = True,
+                  topk: int = 5, class_names: Sequence[str] | None = None,
+                  contrast: Target | Sequence[Target] = None, eigen_smooth: bool = False, aug_smooth: bool = False,
+                  amp: bool = False, progress: ProgressFn | None = None) -> list[Explanation]:
+    """Predictions, CAMs and attention maps for many images through one model, ``batch_size`` per pass.
+
+    ``images``: a preprocessed (N, 3, H, W) tensor, or (registry models) a sequence of images/paths decoded and
+    preprocessed as the model expects. ``targets``: None (each image's top-1), one class index/name for all,
+    or one per image; ``contrast`` likewise ("target versus contrast": score = logit target - logit contrast).
+    ``layer``: a dotted module name or a list of them (fused, pytorch-grad-cam's multi-layer mean).
+    ``eigen_smooth`` / ``aug_smooth``: pytorch-grad-cam's options (the augmented copies run as one batch).
+    ``amp``: float16 autocast on CUDA. Results are CPU numpy whatever the device.
+    """
+    if batch_size < 1:
+        raise AttnvizError("batch_size must be at least 1.")
+    methods = check_methods(methods)
+    return explain_loaded(resolve_model(model, device), images, methods, targets, layer, batch_size=batch_size,
+                          record=record, topk=topk, class_names=class_names, contrast=contrast,
+                          eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, amp=amp, progress=progress)
+
+
+def explain(model: Model, image, methods: Sequence[str] = DEFAULT_METHODS,
+            target: Target = None, layer: str | Sequence[str] | None = None, *, topk: int = 5,
+            record: bool = True, class_names: Sequence[str] | None = None, device: str | torch.device | None = None,
+            contrast: Target = None, eigen_smooth: bool = False, aug_smooth: bool = False,
+            amp: bool = False) -> Explanation:
+    """Predictions, CAMs and attention maps for one model on one image (the one-image case of
+    :func:`explain_batch`, same core).
+
+    ``model``: a registry name, a :class:`ModelSpec`, or a plain ``nn.Module`` (then ``image`` must be a
+    preprocessed (1, 3, H, W) tensor; ``layer`` a dotted module name, or found for common architectures;
+    maps come at H x W). ``target``: class index or name; default the model's top-1.
+    """
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
+            raise AttnvizError(f"A tensor input must have shape (1, 3, H, W), got {tuple(image.shape)}.")
+        images = image
+    else:
+        images = [image]
+    return explain_batch(model, images, methods, [target], layer, batch_size=1, device=device, record=record,
+                         topk=topk, class_names=class_names, contrast=[contrast], eigen_smooth=eigen_smooth,
+                         aug_smooth=aug_smooth, amp=amp)[0]
+
+
+def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DEFAULT_METHODS,
+            target: Target = None, layer: str | Sequence[str] | None = None, *, topk: int = 5,
+            progress: ProgressFn | None = None, mask: np.ndarray | None = None,
+            timeout_s: float | None = None, device: str | torch.device | None = None, contrast: Target = None,
+            eigen_smooth: bool = False, aug_smooth: bool = False, amp: bool = False) -> Comparison:
+    """Run several models on one image. A class *name* target is looked up in each model's own label set.
+
+    ``timeout_s`` bounds the whole comparison: it is checked before each model starts.
+    """
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    if not names:
+        raise AttnvizError("Choose at least one model.")
+    t0 = cam_core.now_ms()
+    methods = check_methods(methods)
+    decoded = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 \
+        else decode_image(image)
+    wanted_layers = None if layer is None else ([layer] if isinstance(layer, str) else list(layer))
+    explanations = []
+    for i, name in enumerate(names):
+        label = name if isinstance(name, str) else name.name
+        if deadline is not None and time.monotonic() > deadline:
+            raise LimitExceededError(f"The comparison took longer than {timeout_s:.0f} s and was stopped after "
+                                     f"{i} of {len(names)} models; choose fewer models or faster methods.")
+        if progress:
+            progress(i, len(names), label)
+        spec = load(name, device).spec
+        if wanted_layers:
+            missing = [lay for lay in wanted_layers if lay not in spec.layers]
+            if missing:
+                raise TargetError(f"Layer {missing[0]!r} is not available for {spec.name}; it offers: "
+                                  f"{', '.join(spec.layers)}.")
+        explanations.append(explain(spec, decoded, methods, target, wanted_layers, topk=topk, device=device,
+                                    contrast=contrast, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, amp=amp))
+    if progress:
+        progress(len(names), len(names), "done")
+    comparison = Comparison(image=decoded, explanations=explanations, methods=methods, target_request=target,
+                            timings={"total": cam_core.now_ms() - t0}, mask=mask)
+    comparison.agreement = comparison_agreement(comparison)
+    return comparison

@@ -1,0 +1,247 @@
+"""One-pass Grad-CAM family: the formulas (borrowed from pytorch-grad-cam) and the layer taps that feed them.
+
+Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, Grad-CAM element-wise, EigenGrad-CAM and Finer-CAM need
+only the CAM layer's activations A and the gradient dS/dA of a score S; Eigen-CAM and KPCA-CAM need only A.
+pytorch-grad-cam recomputes both, with a full backward through every parameter, once per method. Here the
+network runs *once*, without autograd up to the earliest tapped layer; autograd switches on there (a forward
+hook swaps in a leaf tensor) so the backward only spans the layers after it, and one backward per distinct
+score serves every method of a whole batch. The per-method formulas are the library's own ``get_cam_image``,
+so the maps equal the library's.
+
+Adding a method: one entry in :data:`attnviz.core.methods.CATALOGUE` naming the pytorch-grad-cam class whose
+formula it uses (or a function).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from pytorch_grad_cam import KPCA_CAM
+from pytorch_grad_cam.base_cam import BaseCAM
+from pytorch_grad_cam.utils.image import scale_cam_image
+from torch import nn
+
+from attnviz.core import methods as catalogue
+from attnviz.errors import TargetError
+
+FINER_ALPHA = 1.0           # pytorch-grad-cam's FinerCAM default
+FINER_COMPARISONS = 3       # and its default number of most-similar classes
+
+
+class _NoHooks:
+    """Stands in for ``ActivationsAndGradients`` so a formula-only CAM object owns no hooks."""
+
+    def release(self) -> None:
+        return None
+
+
+def _formula(cls: type[BaseCAM]) -> BaseCAM:
+    """An instance of a pytorch-grad-cam class used only for its formulas (``__init__`` would hook the model)."""
+    obj = cls.__new__(cls)
+    obj.activations_and_grads = _NoHooks()
+    if cls is KPCA_CAM:  # the constructor's defaults, which its formula reads
+        obj.kernel, obj.gamma = "sigmoid", None
+    return obj
+
+
+def cam_formula(method: str) -> Callable[[np.ndarray, np.ndarray | None, bool], np.ndarray]:
+    """A one-pass method's formula ``(activations, gradients, eigen_smooth) -> (B, h, w)`` from its catalogue entry:
+    a pytorch-grad-cam class's own ``get_cam_image``, or the entry's function."""
+    compute = catalogue.get(method).resolve()
+    if isinstance(compute, type) and issubclass(compute, BaseCAM):
+        formula = _formula(compute)
+        return lambda acts, grads, eigen_smooth: formula.get_cam_image(None, None, None, acts, grads, eigen_smooth)
+    return compute
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
+    """A dotted module name (``"layer4"``, ``"blocks.11.norm1"``) or a module -> the module, with a clear error."""
+    if isinstance(layer, nn.Module):
+        return layer
+    try:
+        return model.get_submodule(layer)
+    except AttributeError:
+        top = [name for name, _ in model.named_children()]
+        raise TargetError(f"layer {layer!r} is not in this model; top-level modules: {', '.join(top)}") from None
+
+
+# ---- taps: autograd from the earliest tapped module on --------------------------------------------------
+
+class LayerTaps:
+    """Forward hooks that keep the outputs of several modules and switch autograd on at the first of them.
+
+    The first tapped output computed without autograd becomes a leaf that requires grad, and autograd stays on
+    for the rest of the forward, so later tapped outputs are in the graph: one backward reaches every tapped
+    output but never the layers before the earliest one. A module used twice is tapped at its first use.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], needs_grad: bool) -> None:
+        self.modules = list(modules)
+        self.needs_grad = needs_grad
+        self.outputs: list[torch.Tensor | None] = [None] * len(self.modules)
+        self._handles: list = []
+
+    def _hook(self, index: int):
+        def hook(module: nn.Module, inputs: tuple, output) -> torch.Tensor | None:
+            if self.outputs[index] is not None:
+                return None
+            if not isinstance(output, torch.Tensor) or output.dim() not in (3, 4):
+                raise TargetError(f"the CAM layer must output a (N, C, H, W), (N, H, W, C) or (N, tokens, C) "
+                                  f"tensor, got {type(output).__name__}{tuple(getattr(output, 'shape', ()))}")
+            if not self.needs_grad:
+                self.outputs[index] = output.detach()
+                return None
+            if output.requires_grad:
+                kept = output
+            else:
+                torch.set_grad_enabled(True)  # thread-local; the caller's no_grad() context restores it
+                kept = output.detach().requires_grad_(True)
+            self.outputs[index] = kept
+            return kept.clone()  # downstream in-place ops must not touch the kept tensor
+        return hook
+
+    def __enter__(self) -> "LayerTaps":
+        for i, module in enumerate(self.modules):
+            self._handles.append(module.register_forward_hook(self._hook(i)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def forward_with_taps(model: nn.Module, x: torch.Tensor, modules: Sequence[nn.Module],
+                      needs_grad: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``model(x)`` with autograd off before the earliest tapped module. Returns (logits, tapped outputs)."""
+    with torch.no_grad(), LayerTaps(modules, needs_grad) as taps:
+        logits = model(x)
+    missing = [i for i, out in enumerate(taps.outputs) if out is None]
+    if missing:
+        raise TargetError("the CAM layer was not used in the forward pass")
+    if isinstance(logits, (tuple, list)):  # e.g. DeiT-distilled in training mode; eval models return a tensor
+        logits = logits[0]
+    return logits, list(taps.outputs)  # type: ignore[arg-type]
+
+
+# ---- token and channels-last layouts -> (B, C, h, w) ----------------------------------------------------
+
+def _is_channels_last(module: nn.Module, model: nn.Module, t: torch.Tensor) -> bool:
+    """A 4-D output is NHWC when the model carries NHWC stages (timm's and torchvision's Swin: see
+    :mod:`attnviz.core.layers`) and the tapped module is not a convolution, or when a plain LayerNorm over its last
+    axis made it (ConvNeXt-style blocks in any model)."""
+    from attnviz.core.layers import _nhwc_model
+
+    if _nhwc_model(model) and not isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
+        return True
+    plain_layernorm = isinstance(module, nn.LayerNorm) and type(module).forward is nn.LayerNorm.forward
+    return plain_layernorm and tuple(module.normalized_shape) == (t.shape[-1],)
+
+
+def token_grid(model: nn.Module, tokens: int, input_hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    """(prefix tokens, (h, w)) for ``tokens`` transformer tokens: the model's patch embedding and prefix count
+    where it has them (:func:`attnviz.core.layers.token_layout`), else the smallest prefix whose remainder tiles the
+    input's aspect ratio."""
+    from attnviz.core.layers import token_layout
+
+    layout = token_layout(model, tokens, input_hw)
+    if layout is not None:
+        return layout
+    aspect = input_hw[0] / input_hw[1]
+    for p in range(0, min(tokens, 17)):
+        rest = tokens - p
+        h = max(1, round(math.sqrt(rest * aspect)))
+        if rest % h == 0 and abs(h / (rest // h) - aspect) < 0.15:
+            return p, (h, rest // h)
+    raise TargetError(f"cannot fold {tokens} tokens into a grid for a {input_hw[1]}x{input_hw[0]} input; pass a "
+                      f"convolutional layer or a layer whose tokens are patches")
+
+
+def to_feature_map(t: torch.Tensor, module: nn.Module, model: nn.Module, input_hw: tuple[int, int]) -> torch.Tensor:
+    """A tapped output as (B, C, h, w): NCHW as is, NHWC permuted, (B, N, C) tokens without prefix tokens, folded."""
+    if t.dim() == 4:
+        return t.permute(0, 3, 1, 2) if _is_channels_last(module, model, t) else t
+    prefix, (h, w) = token_grid(model, t.shape[1], input_hw)
+    return t[:, prefix:, :].reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
+
+
+# ---- maps -----------------------------------------------------------------------------------------------
+
+@dataclass
+class CamArrays:
+    """Per method, for a batch: ``heatmap`` (B, H, W) in [0, 1] as pytorch-grad-cam returns it, ``raw`` (B, H, W)
+    un-normalised at input size, ``layer_map`` (B, h, w) at the first CAM layer's resolution."""
+
+    heatmap: np.ndarray
+    raw: np.ndarray
+    layer_map: np.ndarray
+
+
+def compute_cams(activations: Sequence[np.ndarray], gradients: dict[str, Sequence[np.ndarray] | None],
+                 methods: Sequence[str], input_size: tuple[int, int], eigen_smooth: bool = False) -> dict[str, CamArrays]:
+    """Every method's maps from per-layer activations and per-score gradients (each (B, C, h, w) float32).
+
+    ``gradients`` maps a score kind ("target", "finer") to the per-layer gradients of that score. ``heatmap``
+    reproduces pytorch-grad-cam's post-processing step for step (ReLU, per-layer min-max and bilinear resize,
+    ReLU, mean over layers, min-max again), so it equals the library's output with the same target layers.
+    """
+    import cv2  # local: keeps module import light for the CLI's --help
+
+    height, width = input_size
+    out: dict[str, CamArrays] = {}
+    for method in methods:
+        spec = catalogue.get(method)
+        formula = cam_formula(method)
+        grads = gradients.get(spec.score) if spec.gradients else None
+        per_layer, raws, first_layer = [], [], None
+        for i, acts in enumerate(activations):
+            layer_grads = grads[i] if grads is not None else None
+            cam = formula(acts, layer_grads, eigen_smooth)
+            cam = np.maximum(cam, 0).astype(np.float32, copy=False)             # (B, h, w)
+            per_layer.append(scale_cam_image(cam, (width, height)))             # library: per-layer scaling
+            raws.append(np.stack([cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR) for c in cam]))
+            if first_layer is None:
+                first_layer = cam
+        if len(per_layer) == 1:  # the library's ReLU and mean over one layer leave a [0, 1] map exactly as it is
+            heat, raw = scale_cam_image(per_layer[0]), np.maximum(raws[0], 0)
+        else:
+            heat = scale_cam_image(np.mean(np.maximum(np.stack(per_layer, axis=1), 0), axis=1))
+            raw = np.maximum(np.mean(np.stack(raws), axis=0), 0)
+        out[method] = CamArrays(heat.astype(np.float32, copy=False), raw.astype(np.float32, copy=False), first_layer)
+    return out
+
+
+def finer_comparisons(logits: np.ndarray, target: int, count: int = FINER_COMPARISONS) -> list[int]:
+    """Finer-CAM's default comparison classes: the ``count`` classes whose logits are closest to the target's
+    (pytorch-grad-cam's FinerCAM ranks all classes by |logit - target logit| and skips the first, the target)."""
+    order = np.argsort(np.abs(logits - logits[target]), axis=-1)
+    return [int(j) for j in order if j != target][:max(0, min(count, len(logits) - 1))]
+
+
+def now_ms() -> float:
+    return time.perf_counter() * 1000.0
+
+
+def affine_to_pixels(theta: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A spatial transformer's theta (normalised ``affine_grid`` coordinates, align_corners=False) as the
+    2x3 pixel-space matrix that maps output (warped) pixel centres to input pixel centres (OpenCV convention)."""
+    sx, shx, tx = theta[0]
+    shy, sy, ty = theta[1]
+    # u_in = a u_out + c with u = pixel index + 0.5 and x_norm = 2u/W - 1
+    m = np.array([[sx, shx * height / width, 0.0], [shy * width / height, sy, 0.0]], np.float64)
+    m[0, 2] = width / 2 * (1 + tx) - (sx * width / 2 + shx * height / 2) + 0.5 * (sx + shx * height / width) - 0.5
+    m[1, 2] = height / 2 * (1 + ty) - (shy * width / 2 + sy * height / 2) + 0.5 * (shy * width / height + sy) - 0.5
+    return m
+
+
+def warp_to_input(heat: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Move a map computed on a spatial transformer's output back onto the original input (0 outside)."""
+    import cv2
+
+    h, w = heat.shape
+    return cv2.warpAffine(heat.astype(np.float32), affine_to_pixels(theta, h, w), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)

@@ -1,0 +1,426 @@
+"""The batched core of ``explain_batch``: one model (a :class:`LoadedModel`), a chunk of images per pass.
+
+Per chunk of ``batch_size`` images, ONE forward (autograd on only from the earliest tapped layer) and one backward
+of the *sum* of every sample's score. In eval mode the samples of a batch do not interact, so that backward gives
+every sample its own exact gradient at the CAM layer(s); every one-pass method of every image comes from it.
+Attention maps are recorded by gate hooks during the same forward. The model's lock is held while hooks are
+attached, so concurrent requests never mix. Resolving names to models is :mod:`attnviz.api`'s job; everything
+returned is CPU numpy.
+"""
+from __future__ import annotations
+
+import difflib
+import threading
+import weakref
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnviz.core import cam as cam_core
+from attnviz.core import methods as catalogue
+from attnviz.core.devices import autocast, resolve_device
+from attnviz.core.layers import default_cam_layer
+from attnviz.core.recording.recorder import record_attention, stage_summaries
+from attnviz.core.slow import check_slow_budget, slow_cams
+from attnviz.core.specs import LoadedModel, ModelSpec
+from attnviz.core.transformers import global_attention_modules, probabilities_module, unfused
+from attnviz.data.images import decode_image
+from attnviz.errors import AttnvizError, TargetError
+from attnviz.results import AttentionMap, CamMap, Explanation, Prediction
+
+DEFAULT_BATCH_SIZE = 32   # images per forward of explain_batch (the API's and eval's default)
+
+ProgressFn = Callable[[int, int, str], None]
+Target = int | str | None
+
+_module_locks: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
+_module_locks_guard = threading.Lock()
+
+
+def _lock_for_module(model: nn.Module) -> threading.Lock:
+    with _module_locks_guard:
+        lock = _module_locks.get(model)
+        if lock is None:
+            lock = _module_locks[model] = threading.Lock()
+        return lock
+
+
+def resolve_target(target: Target, class_names: Sequence[str], logits: torch.Tensor | np.ndarray) -> int:
+    """None -> top-1; int -> that index; str -> class by name (case and separators ignored)."""
+    if target is None or (isinstance(target, str) and target.strip().lower() in ("", "top-1", "top1")):
+        return int(np.argmax(np.asarray(logits)))
+    if isinstance(target, (int, np.integer)):
+        if not 0 <= int(target) < len(class_names):
+            raise TargetError(f"Class index {target} is out of range: this model has {len(class_names)} classes.")
+        return int(target)
+
+    def norm(s: str) -> str:
+        return s.strip().lower().replace("_", " ").replace("-", " ")
+
+    wanted = norm(str(target))
+    for i, name in enumerate(class_names):
+        if norm(name) == wanted:
+            return i
+    if wanted.isdigit():
+        return resolve_target(int(wanted), class_names, logits)
+    close = difflib.get_close_matches(wanted, [norm(c) for c in class_names], n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise TargetError(f"Unknown class {target!r} for this model.{hint}")
+
+
+def _module_device(net: nn.Module) -> torch.device:
+    tensor = next(iter(net.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(net.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def wrap_module(net: nn.Module, device: str | torch.device | None) -> LoadedModel:
+    """A plain ``nn.Module`` as a :class:`LoadedModel`: it stays where its parameters are unless ``device`` is
+    given (then it is moved there, in place); one lock per module object."""
+    if device is not None:
+        target = resolve_device(device)
+        if _module_device(net) != target:
+            net.to(target)
+    return LoadedModel(net, None, _lock_for_module(net), "", _module_device(net))
+
+
+def _prepare_inputs(images, spec: ModelSpec | None) -> tuple[torch.Tensor, list[np.ndarray | None]]:
+    """(N, 3, H, W) float tensor on the CPU plus each image's uint8 model view (None for tensor inputs)."""
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] < 1:
+            raise AttnvizError(f"A tensor input must have shape (N, 3, H, W), got {tuple(images.shape)}.")
+        return images.detach().float().cpu(), [None] * images.shape[0]
+    if spec is None:
+        raise AttnvizError("A plain nn.Module needs an already preprocessed (N, 3, H, W) tensor as the images.")
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        items = list(images)
+    elif isinstance(images, (list, tuple)):
+        items = list(images)
+    else:
+        raise AttnvizError("explain_batch() takes a (N, 3, H, W) tensor or a sequence of images/paths.")
+    if not items:
+        raise AttnvizError("No images given.")
+    views = [spec.model_view(im if (isinstance(im, np.ndarray) and im.dtype == np.uint8 and im.ndim == 3
+                                    and im.shape[2] == 3) else decode_image(im)) for im in items]
+    return spec.normalise(np.stack(views)), views
+
+
+def _per_image(value, n: int, what: str) -> list:
+    """None / one value for all / one per image -> a list of ``n``."""
+    if value is None or isinstance(value, (int, np.integer, str)):
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise AttnvizError(f"{len(values)} {what} given for {n} images; give one for all, or one per image.")
+    return values
+
+
+def _layer_names(layer: str | Sequence[str] | None, spec: ModelSpec | None, net: nn.Module) -> list[str]:
+    if layer is None or (isinstance(layer, (list, tuple)) and not layer):
+        name = spec.default_layer if spec else default_cam_layer(net)
+        if name is None:
+            raise TargetError("Pass layer='<dotted module name>' for this model (e.g. 'layer4' or 'features.18').")
+        return [name]
+    names = [layer] if isinstance(layer, str) else [str(n) for n in layer]
+    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    for name in names:
+        if spec is not None and name not in spec.layers:
+            try:  # any real module is allowed, but say which ones the model advertises if it does not exist
+                net.get_submodule(name)
+            except AttributeError:
+                raise TargetError(f"Layer {name!r} is not in {spec.name}; choose one of: "
+                                  f"{', '.join(spec.layers)}.") from None
+    return names
+
+
+def _augmentations(aug_smooth: bool) -> tuple[list, int]:
+    """pytorch-grad-cam's test-time augmentations (ttach: horizontal flip x multiply 0.9/1/1.1) and the index of
+    the identity among them; without ``aug_smooth`` a single identity."""
+    if not aug_smooth:
+        return [None], 0
+    import ttach as tta
+
+    transforms = list(tta.Compose([tta.HorizontalFlip(), tta.Multiply(factors=[0.9, 1, 1.1])]))
+    probe = torch.arange(12, dtype=torch.float32).view(1, 3, 2, 2)
+    identity = next(i for i, t in enumerate(transforms) if torch.equal(t.augment_image(probe), probe))
+    return transforms, identity
+
+
+def _scores(kind: str, logits: torch.Tensor, targets: list[int], contrasts: list[int | None],
+            logits_np: np.ndarray) -> torch.Tensor:
+    """The summed score of every row whose gradient the methods of ``kind`` explain."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    wanted = torch.tensor(targets, device=logits.device)
+    if kind == "target":
+        score = logits[rows, wanted]
+        if any(c is not None for c in contrasts):
+            other = torch.tensor([t if c is None else c for t, c in zip(targets, contrasts)], device=logits.device)
+            keep = torch.tensor([c is not None for c in contrasts], device=logits.device)
+            score = score - torch.where(keep, logits[rows, other], torch.zeros_like(score))
+        return score.float().sum()
+    from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
+
+    total = logits.new_zeros((), dtype=torch.float32)
+    for i, (t, c) in enumerate(zip(targets, contrasts)):
+        comparisons = [c] if c is not None else cam_core.finer_comparisons(logits_np[i], t)
+        total = total + FinerWeightedTarget(t, comparisons, cam_core.FINER_ALPHA)(logits[i].float())
+    return total
+
+
+def _deaugment(maps: np.ndarray, transforms: list, batch: int) -> np.ndarray:
+    """(T*b, H, W) maps of T augmented copies -> their mean in the original frame (pytorch-grad-cam's order)."""
+    groups = maps.reshape(len(transforms), batch, *maps.shape[1:])
+    undone = [t.deaugment_mask(torch.from_numpy(np.ascontiguousarray(g[:, None])))[:, 0].numpy()
+              for t, g in zip(transforms, groups)]
+    return np.mean(np.float32(undone), axis=0)
+
+
+def _maps_from_layer(layer_maps: np.ndarray, input_hw: tuple[int, int]) -> cam_core.CamArrays:
+    """(b, h, w) maps (rollout) normalised and upsampled exactly like a one-layer CAM."""
+    import cv2
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    height, width = input_hw
+    positive = np.maximum(layer_maps, 0).astype(np.float32)
+    heat = scale_cam_image(scale_cam_image(positive, (width, height)))
+    raw = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR) for m in positive])
+    return cam_core.CamArrays(heat.astype(np.float32), np.maximum(raw, 0).astype(np.float32), positive)
+
+
+@dataclass
+class _Options:
+    methods: tuple[str, ...]
+    layer_names: list[str]
+    names: tuple[str, ...]
+    topk: int
+    record: bool
+    eigen_smooth: bool
+    aug_smooth: bool
+    amp: bool
+
+
+@dataclass
+class _Plan:
+    """What one chunk computes: the methods by kind, the modules to tap, the scores to differentiate."""
+
+    one_pass: list[str]
+    flows: list[str]
+    slow: list[str]
+    layer_modules: list[nn.Module]
+    taps: list[nn.Module]
+    needs_grad: bool
+    kinds: list[str]
+
+
+def _plan(r: LoadedModel, o: _Options) -> _Plan:
+    kind_of = {m: catalogue.get(m) for m in o.methods}
+    one_pass = [m for m in o.methods if kind_of[m].kind == catalogue.ONE_PASS]
+    flows = [m for m in o.methods if kind_of[m].kind == catalogue.ROLLOUT]
+    slow = [m for m in o.methods if kind_of[m].kind == catalogue.SLOW]
+    layer_modules = [cam_core.resolve_layer(r.model, n) for n in o.layer_names]
+    attention = [probabilities_module(m) for _, m in global_attention_modules(r.model)] if flows else []
+    taps = (layer_modules if (one_pass or slow) else []) + attention
+    graded = [kind_of[m] for m in one_pass + flows if kind_of[m].gradients]
+    kinds = sorted({m.score for m in graded})
+    return _Plan(one_pass, flows, slow, layer_modules, taps, bool(graded), kinds)
+
+
+@dataclass
+class _Pass:
+    """What the locked forward/backward of a chunk leaves: logits, tapped outputs, their gradients per score."""
+
+    own: np.ndarray
+    tapped: list[torch.Tensor]
+    grads: dict[str, list[torch.Tensor | None]]
+    maps_per_image: list[list[AttentionMap]]
+    target_idx: list[int]
+    contrast_idx: list[int | None]
+    names: tuple[str, ...]
+    slow_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)
+
+
+def _targets(own: np.ndarray, names: tuple[str, ...], targets: list[Target],
+             contrasts: list[Target]) -> tuple[list[int], list[int | None]]:
+    target_idx = [resolve_target(t, names, own[i]) for i, t in enumerate(targets)]
+    contrast_idx: list[int | None] = [None if c is None else resolve_target(c, names, own[i])
+                                      for i, c in enumerate(contrasts)]
+    for t, c in zip(target_idx, contrast_idx):
+        if c is not None and c == t:
+            raise TargetError(f"The contrast class {names[c]!r} is the target itself; choose another class.")
+    return target_idx, contrast_idx
+
+
+def _forward_and_gradients(r: LoadedModel, x: torch.Tensor, plan: _Plan, o: _Options, transforms: list, ident: int,
+                           targets: list[Target], contrasts: list[Target]) -> _Pass:
+    """The locked part: ONE forward with taps (and attention recording), one backward per distinct score, and the
+    slow methods' own passes."""
+    b = x.shape[0]
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    x_in = torch.cat([t.augment_image(x) for t in transforms]) if o.aug_smooth else x
+    with r.lock:
+        t1 = cam_core.now_ms()
+        with ExitStack() as stack:
+            if plan.flows:
+                stack.enter_context(unfused(r.model))
+            recording = stack.enter_context(record_attention(r.model)) if o.record else None
+            stack.enter_context(autocast(r.device, o.amp))
+            logits_all, tapped = cam_core.forward_with_taps(r.model, x_in, plan.taps, plan.needs_grad)
+            maps_per_image = [recording.maps(ident * b + i) for i in range(b)] if recording is not None else \
+                [[] for _ in range(b)]
+        t2 = cam_core.now_ms()
+        logits_np = logits_all.detach().float().cpu().numpy()
+        own = logits_np[ident * b:(ident + 1) * b]
+        names = o.names or tuple(f"class_{i}" for i in range(own.shape[-1]))
+        if len(names) != own.shape[-1]:
+            raise AttnvizError(f"{len(names)} class names given for a model with {own.shape[-1]} outputs.")
+        target_idx, contrast_idx = _targets(own, names, targets, contrasts)
+        copies = len(transforms)
+        grads: dict[str, list[torch.Tensor | None]] = {}
+        for j, kind in enumerate(plan.kinds):
+            score = _scores(kind, logits_all, target_idx * copies, contrast_idx * copies,
+                            np.concatenate([own] * copies) if kind == "finer" else logits_np)
+            wrt = [t for t in tapped if t.requires_grad]
+            found = torch.autograd.grad(score, wrt, retain_graph=j < len(plan.kinds) - 1, allow_unused=True)
+            lookup = dict(zip(map(id, wrt), found))
+            grads[kind] = [lookup.get(id(t)) for t in tapped]
+        t3 = cam_core.now_ms()
+        for m in plan.slow:
+            channels = int(cam_core.to_feature_map(tapped[0], plan.layer_modules[0], r.model,
+                                                   (height, width)).shape[1])
+            check_slow_budget(m, channels, (t2 - t1) / max(1, copies), r.name)
+        slow_maps = {m: slow_cams(m, r.model, plan.layer_modules, x, target_idx, contrast_idx, (height, width),
+                                  o.eigen_smooth, o.aug_smooth) for m in plan.slow}
+        t4 = cam_core.now_ms()
+    return _Pass(own, tapped, grads, maps_per_image, target_idx, contrast_idx, names, slow_maps,
+                 {"t1": t1, "t2": t2, "t3": t3, "t4": t4})
+
+
+def _cam_arrays(r: LoadedModel, plan: _Plan, p: _Pass, o: _Options, transforms: list, ident: int, b: int,
+                input_hw: tuple[int, int]) -> dict[str, cam_core.CamArrays]:
+    """Every requested method's maps for the chunk, from the tapped outputs and gradients (outside the lock)."""
+    n_layers = len(plan.layer_modules) if (plan.one_pass or plan.slow) else 0
+
+    def as_maps(tensors: list[torch.Tensor | None]) -> list[np.ndarray]:
+        # a layer the score does not depend on has no gradient: zeros, as a full backward would give
+        return [cam_core.to_feature_map(p.tapped[i] * 0 if t is None else t, plan.layer_modules[i], r.model, input_hw)
+                .detach().float().cpu().numpy() for i, t in enumerate(tensors[:n_layers])]
+
+    computed: dict[str, cam_core.CamArrays] = {}
+    if plan.one_pass:
+        acts = as_maps(p.tapped)
+        grads_np = {kind: as_maps(g) for kind, g in p.grads.items()}
+        computed = cam_core.compute_cams(acts, grads_np, plan.one_pass, input_hw, o.eigen_smooth)
+        if o.aug_smooth:
+            computed = {m: cam_core.CamArrays(_deaugment(c.heatmap, transforms, b), _deaugment(c.raw, transforms, b),
+                                              c.layer_map[ident * b:(ident + 1) * b]) for m, c in computed.items()}
+    if plan.flows:
+        attn = [t.detach()[ident * b:(ident + 1) * b] for t in p.tapped[n_layers:]]
+        prefix, grid = cam_core.token_grid(r.model, int(attn[0].shape[-1]), input_hw)
+        for m in plan.flows:
+            attn_grads = [g[ident * b:(ident + 1) * b] for g in p.grads["target"][n_layers:]] \
+                if catalogue.get(m).gradients else None
+            relevance = catalogue.get(m).resolve()(attn, attn_grads, prefix, grid).cpu().numpy()
+            computed[m] = _maps_from_layer(relevance, input_hw)
+    for m, heat in p.slow_maps.items():
+        computed[m] = cam_core.CamArrays(heat, heat, heat)
+    return computed
+
+
+def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArrays], o: _Options,
+                  views: list[np.ndarray | None], share: dict[str, float], slow: bool) -> list[Explanation]:
+    """One :class:`Explanation` per image of the chunk."""
+    probs_all = torch.softmax(torch.from_numpy(p.own), dim=1).numpy()
+    names = p.names
+    options = {"layers": list(o.layer_names), "eigen_smooth": o.eigen_smooth, "aug_smooth": o.aug_smooth,
+               "amp": bool(o.amp and r.device.type == "cuda"), "batch": len(views)}
+    warnings: list[str] = []
+    if slow:
+        warnings.append("Score-/Ablation-CAM maps come normalised by pytorch-grad-cam; they cannot share a colour "
+                        "scale with the others.")
+    if o.amp and r.device.type != "cuda":
+        warnings.append(f"--amp runs only on CUDA; the maps were computed in float32 on {r.device}.")
+    out = []
+    for i in range(len(views)):
+        attention_maps: list[AttentionMap] = p.maps_per_image[i]
+        cams = {m: CamMap(m, computed[m].heatmap[i], computed[m].raw[i], computed[m].layer_map[i])
+                for m in o.methods}
+        theta = next((a.data for a in attention_maps if a.layout == "affine"), None)
+        if theta is not None:  # a spatial transformer: CAMs live on its warped view; show them on the input
+            cams = {m: CamMap(m, _renormalise(cam_core.warp_to_input(c.heatmap, theta)),
+                              cam_core.warp_to_input(c.raw, theta), c.layer_map) for m, c in cams.items()}
+        probs = probs_all[i]
+        order = np.argsort(-probs, kind="stable")[:max(1, o.topk)]
+        t, c = p.target_idx[i], p.contrast_idx[i]
+        out.append(Explanation(
+            model=r.name, display_name=r.spec.display_name if r.spec else type(r.model).__name__,
+            attention=r.spec.attention if r.spec else _guess_attention(attention_maps),
+            image=views[i], predictions=[Prediction(int(k), names[int(k)], float(probs[k])) for k in order],
+            target=Prediction(t, names[t], float(probs[t])), layer="+".join(o.layer_names), cams=cams,
+            attention_maps=attention_maps, stage_summaries=stage_summaries(attention_maps),
+            timings=dict(share), logits=p.own[i].astype(np.float32), weights_sha256=r.weights_sha256,
+            warnings=list(warnings), view_resize=r.spec.resize_size if (r.spec and views[i] is not None) else 0,
+            contrast=None if c is None else Prediction(c, names[c], float(probs[c])), options=dict(options),
+            device=str(r.device)))
+    return out
+
+
+def _explain_chunk(r: LoadedModel, x_cpu: torch.Tensor, views: list[np.ndarray | None], targets: list[Target],
+                   contrasts: list[Target], o: _Options) -> list[Explanation]:
+    """ONE forward + one backward per distinct score for a chunk of images -> one Explanation per image."""
+    t0 = cam_core.now_ms()
+    b = x_cpu.shape[0]
+    input_hw = (int(x_cpu.shape[-2]), int(x_cpu.shape[-1]))
+    plan = _plan(r, o)
+    transforms, ident = _augmentations(o.aug_smooth)
+    p = _forward_and_gradients(r, x_cpu.to(r.device), plan, o, transforms, ident, targets, contrasts)
+    computed = _cam_arrays(r, plan, p, o, transforms, ident, b, input_hw)
+    t1, t2, t3, t4, t5 = p.times["t1"], p.times["t2"], p.times["t3"], p.times["t4"], cam_core.now_ms()
+    share = {"forward": (t2 - t1) / b, "backward": (t3 - t2) / b, "cams": (t5 - t4) / b,
+             "preprocess": (t1 - t0) / b, "total": (t5 - t0) / b}
+    if plan.slow:
+        share["slow_methods"] = (t4 - t3) / b
+    return _explanations(r, p, computed, o, views, share, bool(plan.slow))
+
+
+def explain_loaded(r: LoadedModel, images, methods: Sequence[str], targets: Target | Sequence[Target] = None,
+                   layer: str | Sequence[str] | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                   record: bool = True, topk: int = 5, class_names: Sequence[str] | None = None,
+                   contrast: Target | Sequence[Target] = None, eigen_smooth: bool = False, aug_smooth: bool = False,
+                   amp: bool = False, progress: ProgressFn | None = None) -> list[Explanation]:
+    """:func:`attnviz.api.explain_batch` on a model already resolved to a :class:`LoadedModel`."""
+    if batch_size < 1:
+        raise AttnvizError("batch_size must be at least 1.")
+    methods = catalogue.check_methods(methods)
+    x, views = _prepare_inputs(images, r.spec)
+    n = x.shape[0]
+    names = tuple(class_names) if class_names else (r.spec.class_names if r.spec else ())
+    opts = _Options(methods, _layer_names(layer, r.spec, r.model), names, topk, record, eigen_smooth, aug_smooth,
+                    amp)
+    target_list = _per_image(targets, n, "targets")
+    contrast_list = _per_image(contrast, n, "contrast classes")
+    copies = 6 if aug_smooth else 1
+    chunk = max(1, batch_size // copies)
+    out: list[Explanation] = []
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        out.extend(_explain_chunk(r, x[start:stop], views[start:stop], target_list[start:stop],
+                                  contrast_list[start:stop], opts))
+        if progress:
+            progress(stop, n, r.name)
+    return out
+
+
+def _renormalise(heat: np.ndarray) -> np.ndarray:
+    top = float(heat.max())
+    return (heat / top).astype(np.float32) if top > 0 else heat
+
+
+def _guess_attention(maps: list[AttentionMap]) -> str:
+    kinds = sorted({m.attention for m in maps})
+    return "+".join(kinds) if kinds else "none"

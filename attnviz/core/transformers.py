@@ -1,0 +1,104 @@
+"""Vision transformers: their attention weights, and the two maps built from them (rollout, grad-rollout).
+
+timm computes attention with PyTorch's fused ``scaled_dot_product_attention``, which never materialises the
+softmax weights. :func:`unfused` switches every attention module to timm's explicit path for the duration of a
+``with`` block and restores each module's own setting afterwards; in the explicit path the weights pass through
+the module's ``attn_drop`` (an identity in eval mode), where a forward hook can read them.
+
+* ``rollout`` — Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers": per block, the head-mean
+  attention plus the residual identity, 0.5 A + 0.5 I, rows renormalised; multiplied from the first block to the
+  last; the class token's row over the patch tokens.
+* ``grad-rollout`` — Chefer, Gur & Wolf 2021, "Generic Attention-model Explainability for Interpreting Bi-Modal
+  and Encoder-Decoder Transformers": R = I, then per block R += mean_heads((dS/dA * A)^+) @ R; the class token's
+  row over the patch tokens. S is the explained score (the target logit, or the contrast).
+
+Nothing here imports timm: modules are recognised by the attributes timm's ``Attention`` and Swin's
+``WindowAttention`` have, so plain PyTorch look-alikes work too.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from attnviz.errors import TargetError
+
+
+def is_attention(module: nn.Module) -> bool:
+    """A timm-style self-attention module: qkv projection, ``attn_drop`` after the softmax, a fused switch."""
+    return hasattr(module, "qkv") and isinstance(getattr(module, "attn_drop", None), nn.Module) \
+        and hasattr(module, "fused_attn") and hasattr(module, "num_heads")
+
+
+def is_windowed(module: nn.Module) -> bool:
+    """Swin-style attention inside local windows (no class token, no global token mixing)."""
+    return hasattr(module, "window_size") or hasattr(module, "window_area")
+
+
+def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every transformer attention module of ``model`` in forward order, with its dotted name."""
+    return [(name, m) for name, m in model.named_modules() if is_attention(m)]
+
+
+def global_attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The attention modules rollout can chain: global (not windowed) self-attention over all tokens."""
+    found = attention_modules(model)
+    windowed = [name for name, m in found if is_windowed(m)]
+    if windowed or not found:
+        kind = "windowed (Swin-style) attention" if windowed else "no transformer attention"
+        raise TargetError(f"rollout and grad-rollout need global self-attention with a class token (ViT, DeiT); "
+                          f"this model has {kind}. Use a CAM method instead.")
+    return found
+
+
+def probabilities_module(attention: nn.Module) -> nn.Module:
+    """The submodule whose output is the softmax attention weights in timm's explicit path."""
+    return attention.attn_drop
+
+
+@contextmanager
+def unfused(model: nn.Module) -> Iterator[None]:
+    """Switch fused attention off in every attention module of ``model``; restore each module's setting."""
+    saved = [(m, m.fused_attn) for _, m in attention_modules(model)]
+    try:
+        for module, _ in saved:
+            module.fused_attn = False
+        yield
+    finally:
+        for module, value in saved:
+            module.fused_attn = value
+
+
+def _class_row(joint: torch.Tensor, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, N, N) joint attention or relevance -> the class token's row over the patch tokens, (B, h, w)."""
+    if prefix < 1:
+        raise TargetError("rollout explains the class token, and this model has none (global-pool ViT); "
+                          "use a CAM method instead.")
+    return joint[:, 0, prefix:].reshape(joint.shape[0], *grid)
+
+
+def rollout(attentions: list[torch.Tensor], gradients: list[torch.Tensor] | None, prefix: int,
+            grid: tuple[int, int]) -> torch.Tensor:
+    """Attention rollout from per-block weights, each (B, heads, N, N) (``gradients`` unused). (B, h, w), float32."""
+    joint = None
+    for attn in attentions:
+        a = attn.float().mean(dim=1)
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        a = 0.5 * a + 0.5 * eye
+        a = a / a.sum(dim=-1, keepdim=True)
+        joint = a if joint is None else a @ joint
+    return _class_row(joint, prefix, grid)
+
+
+def grad_rollout(attentions: list[torch.Tensor], gradients: list[torch.Tensor], prefix: int,
+                 grid: tuple[int, int]) -> torch.Tensor:
+    """Gradient-weighted relevance (Chefer et al. 2021) from per-block weights and their gradients. (B, h, w)."""
+    relevance = None
+    for attn, grad in zip(attentions, gradients):
+        cam = (grad.float() * attn.float()).clamp(min=0).mean(dim=1)
+        if relevance is None:
+            relevance = torch.eye(cam.shape[-1], dtype=cam.dtype, device=cam.device).expand_as(cam).clone()
+        relevance = relevance + cam @ relevance
+    return _class_row(relevance, prefix, grid)

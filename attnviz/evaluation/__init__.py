@@ -1,0 +1,1 @@
+"""Evaluation layer: ``attnviz eval`` (scores with bootstrap CIs, results.md) and ``attnviz sanity``."""

@@ -1,0 +1,396 @@
+"""``attnviz eval``: score heatmaps on images whose object is known, for any set of models.
+
+The images are the held-out benchmark scenes (data seed :data:`attnviz.zoo.training.EVAL_SEED`, never used in
+training) or, with ``data=DIR``, a folder in the ImageFolder layout with masks or VOC boxes
+(:mod:`attnviz.data.datasets`). Every map explains the image's *true* class. What is computed per image and model
+is :func:`attnviz.evaluation.scoring.score_chunk`: localisation (pointing game, energy pointing game, IoU),
+faithfulness (deletion / insertion AUC; ROAD on the first ``road_scenes`` images) and agreement with the
+baseline's map, for every CAM method and the attention module's own map.
+
+Images go ``batch_size`` at a time through every model (one ``explain_batch`` per model and chunk; the
+perturbation curves and ROAD batched across the chunk's images and maps). Under ``torchrun`` each rank scores
+every ``world``-th image on its own device and rank 0 gathers the per-image numbers and writes the files, so
+the numbers do not depend on the number of processes. An image that cannot be read is reported and skipped.
+
+Files: ``results.json`` (settings, every per-image value rounded to 1e-6 and all statistics computed from
+those stored values, so they can be recomputed), ``results.md`` and ``results.png``
+(:mod:`attnviz.evaluation.report`). Training-seed replicates (zoo source "replicate") are kept in a separate
+"replicates" list of the same file.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from attnviz.api import explain_batch
+from attnviz.core import distributed
+from attnviz.core.engine import DEFAULT_BATCH_SIZE
+from attnviz.core.methods import CLASSIC_METHODS, check_methods
+from attnviz.data import synth
+from attnviz.data.scenes import EVAL_SEED, cached_scenes
+from attnviz.errors import AttnvizError
+from attnviz.evaluation.scoring import REGION, ROAD_MAPS, ScoringCount, region_mask, score_chunk  # noqa: F401 (re-exported)
+from attnviz.zoo import registry as zoo
+
+DEFAULT_METHODS = tuple(CLASSIC_METHODS)
+ROAD_SCENES = 30
+CHECK_SCENES = 6
+METRIC_KEYS = ("pointing_game", "energy_pointing_game", "iou", "deletion_auc", "insertion_auc", "road")
+SETTINGS = ("seed", "n", "road_scenes", "methods", "synth_version", "data", "localisation_only")
+REFERENCE = "baseline"   # agreement and paired differences are taken against this model when it can be used
+DIGITS = 6               # per-image values are stored (and summarised) rounded to this many decimals
+
+
+# ---- the images ---------------------------------------------------------------------------------------
+
+class SceneImages:
+    """Benchmark scenes: image ``i`` is scene ``i`` of the data seed, with its exact object mask."""
+
+    def __init__(self, n: int, seed: int, progress: bool) -> None:
+        self.scenes = cached_scenes(n, seed, synth.IMAGE_SIZE, progress=progress)
+        self.ids: list = list(range(n))
+        self.listing_skipped: list[dict] = []
+
+    def check(self, spec) -> None:
+        if tuple(spec.class_names) != tuple(synth.CLASS_NAMES):
+            raise AttnvizError(f"{spec.name} was not trained on the benchmark's classes; score it on your own "
+                               "images with --data DIR (DIR/<class>/<image> with masks or VOC boxes).")
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.scenes.images[i], self.scenes.masks[i]
+
+    def label(self, i: int, spec) -> tuple[int | None, str]:
+        return int(self.scenes.labels[i]), ""
+
+    def object_area(self) -> float | None:
+        return float(self.scenes.masks.mean())
+
+
+class FolderImages:
+    """A dataset folder (:func:`attnviz.data.datasets.read_dataset`): labels are matched per model's class names."""
+
+    def __init__(self, root: Path, specs: Sequence, limit: int | None) -> None:
+        from attnviz.data.datasets import read_dataset
+
+        self.root = Path(root)
+        listings = {}
+        for spec in specs:
+            names = tuple(spec.class_names)
+            if names not in listings:
+                listings[names] = read_dataset(self.root, names)
+        first = next(iter(listings.values()))
+        self.items = list(first.items)[:limit] if limit else list(first.items)
+        self.labels = {names: {item.path: (item.label, item.label_reason) for item in ds.items}
+                       for names, ds in listings.items()}
+        self.ids = [item.path.relative_to(self.root).as_posix() for item in self.items]
+        self.listing_skipped = [{"image": str(s.path.relative_to(self.root)) if s.path.is_relative_to(self.root)
+                                 else str(s.path), "reason": s.reason} for s in first.skipped]
+        if not self.items:
+            raise AttnvizError(f"{self.root} holds no usable image (see the skipped files); the layout is "
+                               "DIR/<class>/<image> with <stem>_mask.png or <stem>.xml beside each image.")
+
+    def check(self, spec) -> None:
+        return None
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.items[i].load()
+
+    def label(self, i: int, spec) -> tuple[int | None, str]:
+        return self.labels[tuple(spec.class_names)].get(self.items[i].path, (None, "not listed"))
+
+    def object_area(self) -> float | None:
+        return None
+
+
+# ---- scoring a shard of the images ---------------------------------------------------------------------
+
+def _r(v: float) -> float | int:
+    """A per-image value as stored: rounded to :data:`DIGITS` decimals, whole numbers as ints (PG hits)."""
+    v = round(float(v), DIGITS)
+    return int(v) if v.is_integer() else v
+
+
+def _rounded(d: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {m: {k: _r(v) for k, v in entry.items()} for m, entry in d.items()}
+
+
+@dataclass
+class _Plan:
+    models: list[zoo.LoadedModel]
+    reference: zoo.LoadedModel | None      # whose maps the others are compared with (may be scored too)
+    methods: tuple[str, ...]
+    road_scenes: int
+    batch_size: int
+    faithfulness: bool
+
+
+def _reference_maps(loaded: zoo.LoadedModel, images: list[np.ndarray], labels: list[int], methods, batch_size: int,
+                    ) -> list[dict[str, np.ndarray]]:
+    es = explain_batch(loaded, images, methods, targets=labels, batch_size=batch_size, device=loaded.device,
+                       record=False, class_names=loaded.spec.class_names)
+    return [{m: e.cams[m].heatmap for m in methods} for e in es]
+
+
+def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = False,
+                ) -> tuple[list[tuple[int, dict]], dict[str, ScoringCount]]:
+    """Every model's numbers for the images ``indices`` (a rank's share): ``[(index, record)]`` and, per model,
+    how many maps were scored.
+
+    A record is ``{"models": {name: {"correct", "values", "agreement"}}, "skipped": {name or "*": reason}}``.
+    """
+    from tqdm import tqdm
+
+    counts = {m.spec.name: ScoringCount() for m in plan.models}
+    names = list(counts)
+    ref = plan.reference
+    order = sorted(plan.models, key=lambda m: m is not ref)   # the reference first: the others need its maps
+    records: dict[int, dict] = {i: {"models": {}, "skipped": {}} for i in indices}
+    bar = tqdm(total=len(indices) * len(names), desc="eval", unit="map set", disable=not progress, file=sys.stderr)
+    for start in range(0, len(indices), plan.batch_size):
+        chunk = list(indices[start:start + plan.batch_size])
+        decoded: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        for i in chunk:
+            try:
+                decoded[i] = images.load(i)
+            except AttnvizError as exc:
+                records[i]["skipped"]["*"] = str(exc)
+                tqdm.write(f"skipped {images.ids[i]}: {exc}", file=sys.stderr)
+        # ROAD's imputation noise is seeded by the image's pixels: the same image gets the same noise whatever its
+        # position, shard or batch (and a folder export of the scenes gets the scenes' numbers)
+        seeds = {i: zlib.crc32(np.ascontiguousarray(image).tobytes()) for i, (image, _) in decoded.items()}
+        ref_maps: dict[int, dict[str, np.ndarray]] = {}
+        if ref is not None and ref not in plan.models:
+            usable = [i for i in decoded if images.label(i, ref.spec)[0] is not None]
+            if usable:
+                maps = _reference_maps(ref, [decoded[i][0] for i in usable], [images.label(i, ref.spec)[0]
+                                                                              for i in usable],
+                                       plan.methods, plan.batch_size)
+                ref_maps = dict(zip(usable, maps))
+        for loaded in order:
+            name = loaded.spec.name
+            labelled = []
+            for i in decoded:
+                label, reason = images.label(i, loaded.spec)
+                if label is None:
+                    records[i]["skipped"][name] = reason
+                else:
+                    labelled.append((i, label))
+            if labelled:
+                compare = ref is not None and loaded is not ref and \
+                    tuple(ref.spec.class_names) == tuple(loaded.spec.class_names)
+                scores, cams = score_chunk(
+                    loaded, [decoded[i][0] for i, _ in labelled], [lab for _, lab in labelled],
+                    [decoded[i][1] for i, _ in labelled], plan.methods,
+                    road=[i < plan.road_scenes for i, _ in labelled], seeds=[seeds[i] for i, _ in labelled],
+                    batch_size=plan.batch_size, reference=[ref_maps.get(i, {}) for i, _ in labelled] if compare
+                    else None, faithfulness=plan.faithfulness, count=counts[name])
+                if loaded is ref:
+                    ref_maps = {i: c for (i, _), c in zip(labelled, cams)}
+                for (i, _), s in zip(labelled, scores):
+                    records[i]["models"][name] = {"correct": bool(s.correct), "values": _rounded(s.values),
+                                                  "agreement": _rounded(s.agreement)}
+            bar.update(len(chunk))
+    bar.close()
+    return [(i, records[i]) for i in indices], counts
+
+
+# ---- rows of results.json ------------------------------------------------------------------------------
+
+def model_row(spec, ids: list, records: list[dict]) -> dict:
+    """One model's entry: identity, per-image values aligned to ``ids`` (None where it has none), check values."""
+    name = spec.name
+    mine = [r["models"].get(name) for r in records]
+    maps: dict[str, list[str]] = {}
+    for r in mine:
+        for m, entry in (r or {}).get("values", {}).items():
+            for k in entry:
+                if k not in maps.setdefault(m, []):
+                    maps[m].append(k)
+    methods = list(dict.fromkeys(m for r in mine for m in (r or {}).get("agreement", {})))
+    agreement_keys = list(dict.fromkeys(k for r in mine for a in (r or {}).get("agreement", {}).values() for k in a))
+    per_image = {
+        "correct": [None if r is None else int(r["correct"]) for r in mine],
+        "values": {m: {k: [None if r is None else r["values"].get(m, {}).get(k) for r in mine] for k in keys}
+                   for m, keys in maps.items()},
+        "agreement": {m: {k: [None if r is None else r["agreement"].get(m, {}).get(k) for r in mine]
+                          for k in agreement_keys} for m in methods},
+    }
+    check = [{"index": ids[j], "values": r["values"]} for j, r in enumerate(mine) if r is not None][:CHECK_SCENES]
+    card = spec.card or {}
+    row = {"model": name, "display_name": spec.display_name, "attention": spec.attention, "source": spec.source,
+           "training_seed": (card.get("recipe") or {}).get("torch_seed"), "per_image": per_image, "check": check}
+    if card.get("replicate_of"):
+        row["replicate_of"] = card["replicate_of"]
+    return row
+
+
+def _describe_command(n: int, road: int, seed: int, methods: Sequence[str], data: Path | None) -> str:
+    parts = ["attnviz eval"]
+    if data is not None:
+        parts.append(f"--data {data}")
+    else:
+        parts.append(f"--n {n}")
+    parts.append(f"--road {road}")
+    if data is None and seed != EVAL_SEED:
+        parts.append(f"--seed {seed}")
+    if tuple(methods) != DEFAULT_METHODS:
+        parts.append(f"--methods {','.join(methods)}")
+    return " ".join(parts)
+
+
+def _reference_model(chosen: list[zoo.LoadedModel], images, device) -> zoo.LoadedModel | None:
+    """The model whose maps the others are compared with: the bundled baseline where it fits the data (it is
+    loaded for its maps alone when it is not evaluated), else the first attention-free model chosen."""
+    for m in chosen:
+        if m.spec.name == REFERENCE:
+            return m
+    if isinstance(images, SceneImages):
+        try:
+            spec = zoo.get_spec(REFERENCE)
+        except AttnvizError:
+            spec = None
+        if spec is not None and tuple(spec.class_names) == tuple(synth.CLASS_NAMES) and spec.weights.available():
+            return zoo.load(spec, device)
+    return next((m for m in chosen if m.spec.attention == "none"), None)
+
+
+def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: int | None = None,
+             out: Path = Path("docs"), progress: bool = True, methods: Sequence[str] | None = None,
+             road_scenes: int = ROAD_SCENES, update: bool = False, *, data: str | Path | None = None,
+             batch_size: int = DEFAULT_BATCH_SIZE, device: str | None = None, faithfulness: bool = True) -> dict:
+    """Evaluate ``models`` (default: the bundled zoo) and write results.{md,json,png} into ``out``.
+
+    ``n``: benchmark scenes (default 200); with ``data`` at most that many images of the folder (default all).
+    ``update`` keeps the other models' rows (and replicates) of an existing ``results.json`` made with the
+    same settings, so one newly trained variant or replicate can be added without re-running the whole zoo.
+    ``faithfulness=False`` skips deletion / insertion and ROAD (localisation and agreement only).
+    Under torchrun every rank returns after the gather; only rank 0 writes files and gets the result.
+    """
+    from attnviz.evaluation.report import write_outputs
+    from attnviz.evaluation.summary import finalise
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    if batch_size < 1:
+        raise AttnvizError("--batch-size must be at least 1.")
+    if data is not None and seed is not None:
+        raise AttnvizError("--seed chooses benchmark scenes; it does not apply to --data.")
+    methods = check_methods(methods or DEFAULT_METHODS)
+    names = list(dict.fromkeys(models)) if models else zoo.bundled()
+    if not names:
+        raise AttnvizError("No models to evaluate: the bundled weights are missing.")
+    world = distributed.current()
+    device = distributed.rank_device(device, world)
+    seed = EVAL_SEED if seed is None else seed
+    with distributed.process_group(world, device):
+        loaded = [zoo.load(name, device) for name in names]
+        if world.distributed and not world.is_main:
+            distributed.barrier(world)   # rank 0 lists the folder / generates the scenes (and their cache) first
+        if data is not None:
+            data = Path(data)
+            images = FolderImages(data, [m.spec for m in loaded], n)
+        else:
+            if n is None:
+                n = 200
+            if n < 1:
+                raise AttnvizError("--n must be at least 1.")
+            images = SceneImages(n, seed, progress and world.is_main)
+        if world.distributed and world.is_main:
+            distributed.barrier(world)
+        for m in loaded:
+            images.check(m.spec)
+        n_images = len(images.ids)
+        road_scenes = max(0, min(road_scenes, n_images)) if faithfulness else 0
+        result = {
+            "command": _describe_command(n_images, road_scenes, seed, methods, data),
+            "seed": None if data is not None else seed, "n": n_images, "road_scenes": road_scenes,
+            "methods": list(methods), "target": "the true class", "synth_version": synth.VERSION,
+            "data": None if data is None else str(data), "localisation_only": not faithfulness,
+            "machine": f"{platform.machine()}, torch {torch.__version__}",
+        }
+        previous = _previous(out, result, images.ids) if update else None
+        reference = _reference_model(loaded, images, device)
+        plan = _Plan(loaded, reference, methods, road_scenes, batch_size, faithfulness)
+        start = time.perf_counter()
+        mine, counts = score_shard(images, [i for i, _ in distributed.shard(range(n_images), world)], plan,
+                                   progress=progress and world.is_main)
+        parts = distributed.gather((mine, counts), world)
+        if not world.is_main:
+            return {}
+        records = distributed.merge_indexed([p[0] for p in parts])
+        counts = {m.spec.name: ScoringCount() for m in loaded}
+        for _, part in parts:
+            for name, c in part.items():
+                counts[name].add(c)
+    seconds = time.perf_counter() - start
+    result.update(
+        ids=images.ids, object_area=None if images.object_area() is None else round(images.object_area(), 4),
+        reference=reference.spec.name if reference is not None else None,
+        batch_size=batch_size, device=str(loaded[0].device), processes=world.size,
+        skipped=images.listing_skipped + [{"image": images.ids[i], "model": who if who != "*" else None,
+                                           "reason": why} for i, r in enumerate(records)
+                                          for who, why in r["skipped"].items()],
+    )
+    rows = [model_row(m.spec, images.ids, records) for m in loaded]
+    for row in rows:
+        row["scoring"] = counts[row["model"]].to_json()
+    fresh = [r for r in rows if r["source"] != "replicate"]
+    replicates = [r for r in rows if r["source"] == "replicate"]
+    kept_models = [r for r in (previous or {}).get("models", []) if r["model"] not in names]
+    kept_replicates = [r for r in (previous or {}).get("replicates", []) if r["model"] not in names]
+    order = {name: i for i, name in enumerate(zoo.bundled())}
+    result["seconds"] = round(((previous or {}).get("seconds") or 0.0) + seconds, 1)
+    result["models"] = sorted(kept_models + fresh, key=lambda r: order.get(r["model"], len(order)))
+    result["replicates"] = sorted(kept_replicates + replicates, key=lambda r: r["model"])
+    finalise(result)
+    write_outputs(result, out)
+    total = ScoringCount()
+    for c in counts.values():
+        total.add(c)
+    _print_scoring(total, seconds)
+    return result
+
+
+def _print_scoring(count: ScoringCount, seconds: float) -> None:
+    saved = count.maps_requested - count.maps_scored
+    line = (f"eval: {seconds:.1f} s; scored {count.maps_scored} of {count.maps_requested} maps "
+            f"({saved} identical to another method's map of the same image, numbers copied)")
+    if count.road_requested:
+        line += f"; ROAD {count.road_scored} of {count.road_requested}"
+    print(line, file=sys.stderr)
+
+
+def _previous(out: Path, result: dict, ids: list) -> dict:
+    """The results.json an ``--update`` adds to, refused unless it was made with the same settings and images."""
+    path = out / "results.json"
+    if not path.exists():
+        raise AttnvizError(f"nothing to update: {path} does not exist; run without --update")
+    previous = json.loads(path.read_text())
+    if any("per_image" not in row for row in previous.get("models", []) + previous.get("replicates", [])):
+        raise AttnvizError(f"cannot update {path}: it was written by an older attnviz without per-image values; "
+                           "run without --update")
+    different = [k for k in SETTINGS if previous.get(k) != result[k]]
+    if different:
+        raise AttnvizError(f"cannot update {path}: it was made with other settings ({', '.join(different)}); "
+                           "run without --update")
+    if previous.get("ids") != ids:
+        raise AttnvizError(f"cannot update {path}: it scored other images (the folder changed?); run without --update")
+    return previous
+
+
+def scene_metrics(loaded: zoo.LoadedModel, image: np.ndarray, label: int, mask: np.ndarray | None,
+                  methods: Sequence[str], with_road: bool, seed: int = 0) -> tuple[dict[str, dict[str, float]], bool]:
+    """Every metric of every map of one model on one image (the batch of one of :func:`score_chunk`), and
+    whether the model was right. ROAD's imputation noise starts from ``seed`` (``attnviz eval`` uses a CRC-32
+    of the image's pixels)."""
+    (s,), _ = score_chunk(loaded, [image], [label], [mask], check_methods(methods), road=[with_road], seeds=[seed],
+                          batch_size=1)
+    return s.values, bool(s.correct)

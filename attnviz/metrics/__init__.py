@@ -1,0 +1,1 @@
+"""Metrics layer: pure scoring functions (localisation, faithfulness, agreement between maps)."""

@@ -1,0 +1,122 @@
+"""Checkpoint files as data: read (safetensors, or pickles with ``weights_only=True``), save, hash.
+
+The lowest zoo module: the registry (bundled weights) and the checkpoint fitter (uploads) both read files
+through it, so neither imports the other. Nothing here ever executes code from a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import models
+from attnviz.errors import CheckpointError
+
+MAX_CHECKPOINT_BYTES = 1024 * 1024 * 1024   # 1 GiB
+
+
+MAX_TENSOR_ELEMENTS = 500_000_000          # no single weight of a supported network comes near this
+
+
+SAFETENSORS = (".safetensors",)
+
+
+# ".pth.tar" is how the official CBAM / Triplet releases are named; ".tar" alone is the same container.
+PICKLED = (".pth", ".pth.tar", ".pt", ".bin", ".ckpt", ".tar", ".pkl")
+
+
+# Every file name ending the reader accepts: the page's upload widget offers exactly these.
+CHECKPOINT_SUFFIXES: tuple[str, ...] = SAFETENSORS + PICKLED
+
+
+def checkpoint_suffix(name: str | Path) -> str:
+    """The accepted ending of a file name (longest match, lower case), or "" when it has none."""
+    lower = Path(name).name.lower()
+    return max((s for s in CHECKPOINT_SUFFIXES if lower.endswith(s)), key=len, default="")
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("constants.pkl") for n in names)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, unwrapped to a clean state dict. Never executes code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No such checkpoint file: {path.name}")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError("The checkpoint file is empty.")
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"The checkpoint is {size / 2**20:.0f} MB; the limit is {MAX_CHECKPOINT_BYTES / 2**20:.0f} MB.")
+    suffix = checkpoint_suffix(path)
+    if suffix in SAFETENSORS:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            raw = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"This is not a valid .safetensors file ({exc}).") from None
+    elif suffix in PICKLED:
+        if _is_torchscript(path):
+            raise CheckpointError("TorchScript archives are not accepted (they contain code). "
+                                  "Save the model's state_dict (torch.save(model.state_dict(), ...)) instead.")
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            if found:
+                raise CheckpointError("Refused: the file contains Python objects other than tensors and plain "
+                                      f"containers ({found.group(1)}); loading it would run code. Re-save only the "
+                                      "state_dict, or use .safetensors.") from None
+            raise CheckpointError("This file is not a readable PyTorch checkpoint (the pickle stream is invalid).") from None
+        except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(f"This file is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:200]}).") from None
+    else:
+        raise CheckpointError(f"Unsupported checkpoint type {path.suffix.lower() or '(none)'}: use "
+                              f"{', '.join(CHECKPOINT_SUFFIXES)}.")
+    try:
+        state = models.unwrap_state_dict(raw)
+    except ValueError as exc:
+        raise CheckpointError(f"No weights found in the checkpoint: {exc}.") from None
+    check_tensors(state)
+    return state
+
+
+def check_tensors(state: dict[str, torch.Tensor]) -> None:
+    """Refuse absurd shapes and non-finite weights with a message naming the first offending key."""
+    for key, t in state.items():
+        if t.numel() > MAX_TENSOR_ELEMENTS:
+            raise CheckpointError(f"Tensor {key!r} has {t.numel():,} elements ({tuple(t.shape)}); refusing it.")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"Tensor {key!r} contains {bad} NaN or infinite values; the checkpoint is unusable.")
+
+
+def save_safetensors(model_or_state: nn.Module | dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write a loaded checkpoint as .safetensors (tensors only; safe to share)."""
+    from safetensors.torch import save_file
+
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    path = Path(path)
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
