@@ -276,7 +276,6 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
     Under torchrun every rank returns after the gather; only rank 0 writes files and gets the result.
     """
     from attnviz.evaluation.report import write_outputs
-    from attnviz.evaluation.summary import finalise
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     if batch_size < 1:
@@ -331,10 +330,25 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
             for name, c in part.items():
                 counts[name].add(c)
     seconds = time.perf_counter() - start
+    _assemble(result, images, records, counts, loaded, reference, names, previous, seconds, batch_size, world.size)
+    write_outputs(result, out)
+    total = ScoringCount()
+    for c in counts.values():
+        total.add(c)
+    _print_scoring(total, seconds)
+    return result
+
+
+def _assemble(result: dict, images, records: list, counts: dict, loaded: list, reference, names: list[str],
+              previous: dict | None, seconds: float, batch_size: int, processes: int) -> None:
+    """results.json from the per-image records: settings, skipped files, one row per model (replicates apart),
+    the rows an ``--update`` keeps, and the statistics (:func:`attnviz.evaluation.summary.finalise`)."""
+    from attnviz.evaluation.summary import finalise
+
     result.update(
         ids=images.ids, object_area=None if images.object_area() is None else round(images.object_area(), 4),
         reference=reference.spec.name if reference is not None else None,
-        batch_size=batch_size, device=str(loaded[0].device), processes=world.size,
+        batch_size=batch_size, device=str(loaded[0].device), processes=processes,
         skipped=images.listing_skipped + [{"image": images.ids[i], "model": who if who != "*" else None,
                                            "reason": why} for i, r in enumerate(records)
                                           for who, why in r["skipped"].items()],
@@ -351,12 +365,6 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
     result["models"] = sorted(kept_models + fresh, key=lambda r: order.get(r["model"], len(order)))
     result["replicates"] = sorted(kept_replicates + replicates, key=lambda r: r["model"])
     finalise(result)
-    write_outputs(result, out)
-    total = ScoringCount()
-    for c in counts.values():
-        total.add(c)
-    _print_scoring(total, seconds)
-    return result
 
 
 def _print_scoring(count: ScoringCount, seconds: float) -> None:
