@@ -158,6 +158,14 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: dict,
     return (1 - alpha) * loss + alpha * kd
 
 
+def _validate(model: nn.Module, val: synth.Scenes, p: _Progress, start: float, log: Callable[[str], None]) -> None:
+    """Validation accuracy into the run's history (at every epoch's end, and every ``val_every`` steps)."""
+    acc = accuracy(model, val.images, val.labels)
+    p.history.append({"step": p.step, "val_accuracy": acc, "seconds": time.perf_counter() - start})
+    log(f"step {p.step}: val accuracy {acc:.4f}")
+    model.train()
+
+
 def train_model(model: nn.Module, train: synth.Scenes, val: synth.Scenes | None, recipe: dict,
                 max_steps: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
                 device: torch.device | None = None, state_path: Path | None = None, resume: bool = False,
@@ -211,16 +219,16 @@ def train_model(model: nn.Module, train: synth.Scenes, val: synth.Scenes | None,
             bar.update(1)
             if p.step % 20 == 0:
                 bar.set_postfix(loss=f"{np.mean(p.losses[-20:]):.3f}")
+            if recipe.get("val_every") and val is not None and p.step % recipe["val_every"] == 0 \
+                    and p.step < total and p.batch < steps_per_epoch:
+                _validate(model, val, p, start, log)
             if state_path is not None and p.step % save_every == 0:
                 p.seconds = time.perf_counter() - start
                 _save_state(state_path, model, opt, gen, p, recipe)
         if p.batch >= steps_per_epoch:
             p.order = None
             if val is not None and p.step < total:
-                acc = accuracy(model, val.images, val.labels)
-                p.history.append({"step": p.step, "val_accuracy": acc, "seconds": time.perf_counter() - start})
-                log(f"step {p.step}: val accuracy {acc:.4f}")
-                model.train()
+                _validate(model, val, p, start, log)
     bar.close()
     model.eval()
     val_acc = accuracy(model, val.images, val.labels) if val is not None and p.step >= total else float("nan")

@@ -65,6 +65,7 @@ VIT_RECIPE: dict = {
     "init_modules": ["conv1", "bn1", "conv2", "bn2", "layer1", "layer2"],
     "slow_prefix": "patch_embed.trunk.",
     "slow_lr_scale": 0.1,
+    "val_every": 500,
 }
 RECIPES: dict[str, dict] = {"shared": RECIPE, "vit": VIT_RECIPE}
 
