@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from attnviz.evaluation import stats
+from attnviz.evaluation.findings import findings_section, shared_recipe
 from attnviz.evaluation.sanity_checks import FLAG_SPEARMAN
 from attnviz.evaluation.scoring import REGION
 from attnviz.evaluation.summary import paired, same_sign
@@ -62,6 +63,19 @@ def _identical_sentence(result: dict) -> list[str]:
     return [text, ""]
 
 
+OWN_RECIPE = "trained with a different recipe: compare its maps, not its scores, with the CNNs'"
+
+
+def _label(row: dict) -> str:
+    """The model's name in a table, marked † when it was not trained with the CNNs' shared recipe."""
+    return row["display_name"] + (" †" if not shared_recipe(row) else "")
+
+
+def _own_recipe_note(result: dict) -> list[str]:
+    other = [r["display_name"] for r in result["models"] if not shared_recipe(r)]
+    return ["", f"† {', '.join(other)}: {OWN_RECIPE} (its model card records the recipe)."] if other else []
+
+
 def _main_table(result: dict, flags: dict) -> list[str]:
     lines = ["| model | accuracy | map | PG % | EPG % | IoU | Del ↓ | Ins ↑ | ROAD ↑ |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -71,11 +85,11 @@ def _main_table(result: dict, flags: dict) -> list[str]:
             if m == REGION:
                 continue
             mark = " ⚑" if (row["model"], m) in flags else ""
-            lines.append(f"| {row['display_name']} | {fmt_ci(acc, True)} % | {_title(m)}{mark} | "
+            lines.append(f"| {_label(row)} | {fmt_ci(acc, True)} % | {_title(m)}{mark} | "
                          f"{fmt_ci(st.get('pointing_game'), True)} | {fmt_ci(st.get('energy_pointing_game'), True)} | "
                          f"{fmt_ci(st.get('iou'))} | {fmt_ci(st.get('deletion_auc'))} | "
                          f"{fmt_ci(st.get('insertion_auc'))} | {fmt_ci(st.get('road'))} |")
-    return lines
+    return lines + _own_recipe_note(result)
 
 
 def _diff_cell(d: dict | None, pct: bool, seeds: dict[str, float] | None = None) -> str:
@@ -131,7 +145,7 @@ def _vs_table(result: dict) -> list[str]:
             if m == "accuracy":
                 continue
             seeds = mine.get(m, {})
-            lines.append(f"| {r['display_name'] if r.get('source') != 'replicate' else r['model']} | {_title(m)} | "
+            lines.append(f"| {_label(r) if r.get('source') != 'replicate' else r['model']} | {_title(m)} | "
                          f"{acc} | {_diff_cell(d.get('pointing_game'), True, seeds.get('pointing_game'))} | "
                          f"{_diff_cell(d.get('energy_pointing_game'), True, seeds.get('energy_pointing_game'))} | "
                          f"{_diff_cell(d.get('iou'), False, seeds.get('iou'))} | "
@@ -312,8 +326,7 @@ def results_markdown(result: dict, flags: dict[tuple[str, str], float] | None = 
         source = (f"{result['n']} benchmark scenes, data seed {result['seed']}, never used in training; "
                   f"synth v{result['synth_version']}")
     procs = result.get("processes", 1)
-    lines = [
-        title, "",
+    lines = [title, ""] + findings_section(result) + [
         f"Produced by `{result['command']}` ({source}; {result['seconds'] / 60:.1f} min on {result['machine']}, "
         f"device {result.get('device', 'cpu')}" + (f", {procs} processes" if procs > 1 else "") + "). "
         f"Every map explains the **true class**. ROAD uses the first {result['road_scenes']} images. "

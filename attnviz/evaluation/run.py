@@ -230,6 +230,8 @@ def model_row(spec, ids: list, records: list[dict]) -> dict:
            "training_seed": (card.get("recipe") or {}).get("torch_seed"), "per_image": per_image, "check": check}
     if card.get("replicate_of"):
         row["replicate_of"] = card["replicate_of"]
+    if card.get("recipe_name", "shared") != "shared":
+        row["recipe"] = card["recipe_name"]   # not the CNNs' shared recipe: results.md says so beside its row
     return row
 
 

@@ -237,7 +237,7 @@ def train_variant(attention: str, out_dir: Path, recipe: dict = RECIPE, progress
     torch.set_num_threads(recipe.get("threads", 2))
     size = recipe["image_size"]
     log(f"[{attention}] generating/loading scenes (train seed {recipe['train_seed']}, {recipe['train_scenes']} scenes)")
-    train = cached_scenes(recipe["train_scenes"], recipe["train_seed"], size, progress=progress)
+    train = cached_scenes(recipe["train_scenes"], recipe["train_seed"], size, progress=progress, masks=False)
     val = cached_scenes(recipe["val_scenes"], recipe["val_seed"], size, progress=progress)
     test = cached_scenes(recipe["test_scenes"], recipe["test_seed"], size, progress=progress)
     arch = recipe.get("architecture") or architecture_for(attention)

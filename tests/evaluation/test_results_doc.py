@@ -89,3 +89,48 @@ def test_single_run_findings_say_so():
     for row in RESULT["models"]:
         if "attention" in row["maps"]:
             assert (row["display_name"] in single) == (row["model"] not in replicated), row["model"]
+
+
+def _findings_line(start: str) -> str:
+    section = MARKDOWN.split("\n## What the numbers say\n", 1)[1].split("\n## ", 1)[0]
+    return next(line for line in section.splitlines() if line.startswith(f"* {start}"))
+
+
+def _runs_clause(per_run: list[float]) -> str:
+    k = len(per_run)
+    if k < 2:
+        return "1 run"
+    return f"same sign in {k}/{k} runs" if len({np.sign(v) for v in per_run}) == 1 else f"sign varies over {k} runs"
+
+
+def _runs_of(model: str) -> list[dict]:
+    return [ROWS[model]] + sorted((r for r in RESULT.get("replicates", []) if r.get("replicate_of") == model),
+                                  key=lambda r: r["training_seed"])
+
+
+def test_results_md_opens_with_what_the_numbers_say():
+    first_section = MARKDOWN.split("\n## ", 1)[1]
+    assert first_section.startswith("What the numbers say")
+
+
+def test_two_findings_recomputed_from_the_per_image_values():
+    # 1. CBAM's own map minus its Grad-CAM, EPG, paired over the images, and whether its sign holds in every run
+    own = "attention"
+    values = ROWS["cbam"]["per_image"]["values"]
+    pairs = [(a, b) for a, b in zip(values[own]["energy_pointing_game"], values["gradcam"]["energy_pointing_game"])
+             if a is not None and b is not None]
+    mean, lo, hi = loop_bootstrap([a - b for a, b in pairs])
+    per_run = [r["maps"][own]["energy_pointing_game"]["mean"] - r["maps"]["gradcam"]["energy_pointing_game"]["mean"]
+               for r in _runs_of("cbam")]
+    expected = f"CBAM {mean * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}] ({_runs_clause(per_run)})"
+    assert expected in _findings_line("These modules' own attention maps put less")
+    # 2. SE's Grad-CAM pointing game minus the baseline's, and the per-seed differences of the run means
+    se, base = ROWS["se"]["per_image"]["values"], ROWS["baseline"]["per_image"]["values"]
+    pairs = [(a, b) for a, b in zip(se["gradcam"]["pointing_game"], base["gradcam"]["pointing_game"])
+             if a is not None and b is not None]
+    mean, lo, hi = loop_bootstrap([a - b for a, b in pairs])
+    bases = {r["training_seed"]: r for r in _runs_of("baseline")}
+    per_run = [r["maps"]["gradcam"]["pointing_game"]["mean"] - bases[r["training_seed"]]["maps"]["gradcam"]
+               ["pointing_game"]["mean"] for r in _runs_of("se") if r["training_seed"] in bases]
+    expected = f"SE {mean * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}] ({_runs_clause(per_run)})"
+    assert expected in _findings_line("Grad-CAM's pointing game against the baseline's")

@@ -13,6 +13,7 @@ from attnviz.data import synth
 from attnviz.data.scenes import TEST_SEED
 from attnviz.evaluation import run as evaluate
 from attnviz.zoo import registry as zoo
+from attnviz.zoo import train_loop
 from attnviz.zoo import training as train
 
 CARD_FIELDS = {"name", "architecture", "attention", "class_names", "input_size", "mean", "std", "default_layer",
@@ -53,12 +54,18 @@ def test_model_cards_are_complete_and_match_the_weights(names):
         assert card["test_set"]["seed"] == TEST_SEED and card["data_seed"] == train.TRAIN_SEED
         model = models.build(card["architecture"], num_classes=len(card["class_names"]))
         assert card["parameters"] == sum(p.numel() for p in model.parameters())
-        assert card["recipe"] == train.RECIPE  # change the recipe -> retrain the zoo
+        # change a recipe -> retrain the zoo; the CNNs share one, the ViT has its own
+        assert card["recipe"] == train.RECIPES[card.get("recipe_name", "shared")], name
 
 
-def test_every_card_uses_the_same_recipe(names):
-    recipes = {json.dumps(zoo.get_spec(n).card["recipe"], sort_keys=True) for n in names}
+def test_every_cnn_card_uses_the_same_recipe_and_the_vit_its_own(names):
+    cnns = [n for n in names if zoo.get_spec(n).attention != "vit"]
+    recipes = {json.dumps(zoo.get_spec(n).card["recipe"], sort_keys=True) for n in cnns}
     assert len(recipes) == 1
+    for name in set(names) - set(cnns):
+        card = zoo.get_spec(name).card
+        assert card["recipe_name"] == "vit" and card["recipe"] == train.RECIPES["vit"]
+        assert "--recipe vit" in card["command"]
 
 
 def test_load_gives_eval_model_and_spec_preprocess(names, fresh_scenes):
@@ -66,7 +73,7 @@ def test_load_gives_eval_model_and_spec_preprocess(names, fresh_scenes):
     assert not loaded.model.training
     x = loaded.spec.preprocess(fresh_scenes.images[:4])
     assert x.shape == (4, 3, 128, 128) and x.dtype == torch.float32
-    torch.testing.assert_close(x, train.normalise(torch.from_numpy(fresh_scenes.images[:4])))
+    torch.testing.assert_close(x, train_loop.normalise(torch.from_numpy(fresh_scenes.images[:4])))
 
 
 def test_every_bundled_model_classifies_fresh_scenes(names, fresh_scenes):
@@ -94,16 +101,16 @@ def test_tiny_training_run_decreases_the_loss():
     torch.manual_seed(0)
     model = models.build("small_resnet_cbam", num_classes=len(synth.CLASS_NAMES))
     recipe = {**train.RECIPE, "batch_size": 32, "lr": 0.05}
-    result = train.train_model(model, scenes, None, recipe, max_steps=40, progress=False, log=lambda s: None)
+    result = train_loop.train_model(model, scenes, None, recipe, max_steps=40, progress=False, log=lambda s: None)
     first, last = np.mean(result.losses[:8]), np.mean(result.losses[-8:])
     assert result.steps == 40 and last < first - 0.2, (first, last)
 
 
 def test_augmentation_is_deterministic_for_a_seed():
     x = torch.randn(4, 3, 16, 16)
-    a = train.augment(x, torch.Generator().manual_seed(3), max_shift=2)
-    b = train.augment(x, torch.Generator().manual_seed(3), max_shift=2)
-    c = train.augment(x, torch.Generator().manual_seed(4), max_shift=2)
+    a = train_loop.augment(x, torch.Generator().manual_seed(3), max_shift=2)
+    b = train_loop.augment(x, torch.Generator().manual_seed(3), max_shift=2)
+    c = train_loop.augment(x, torch.Generator().manual_seed(4), max_shift=2)
     assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == x.shape
 
 
