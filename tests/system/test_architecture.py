@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "attnviz"
 
@@ -197,10 +195,12 @@ def test_the_batch_and_eval_commands_never_import_gradio(tmp_path):
     assert "attnviz.app.web.page" not in loaded
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(),
-                    reason="ruff is installed by tests/requirements.txt")
 def test_ruff_is_clean():
-    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    """pyflakes, pycodestyle errors, import order and bugbear (pyproject [tool.ruff]); tests/requirements.txt
+    installs ruff beside the interpreter."""
+    beside = Path(sys.executable).parent / "ruff"
+    ruff = str(beside) if beside.exists() else shutil.which("ruff")
+    assert ruff, "ruff is not installed: pip install -r tests/requirements.txt"
     out = subprocess.run([ruff, "check", "--no-cache", "attnviz", "models", "tests", "benchmarks", "app.py"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-3000:]
