@@ -188,7 +188,7 @@ def test_zip_checkpoint_is_not_mistaken_for_torchscript(tmp_path):
 
 def test_official_release_loads_through_the_page_handlers_with_the_same_logits(tmp_path):
     """The page's "Load checkpoint" handler, then its /compare handler, on a released-layout file."""
-    from attnviz.app.web import page as ui
+    from attnviz.app.web import handlers as ui
 
     name = "cbam_resnet50"
     state = _random_state(name, seed=1)
@@ -209,12 +209,11 @@ def test_official_release_loads_through_the_page_handlers_with_the_same_logits(t
 
 
 def test_the_page_refuses_a_checkpoint_for_the_wrong_architecture(tmp_path):
-    import gradio as gr
-
-    from attnviz.app.web import page as ui
+    from attnviz.app.web import handlers as ui
 
     ckpt = _official_file(tmp_path, "se_resnet50", _random_state("se_resnet50"))
-    with pytest.raises(gr.Error) as info:
-        ui.on_load_checkpoint(str(ckpt), "cbam_resnet50", None, [])
-    assert "does not fit cbam_resnet50" in info.value.message
-    assert "choose se_resnet50" in info.value.message
+    models_update, status, _ = ui.on_load_checkpoint(str(ckpt), "cbam_resnet50", None, [])
+    # the refusal stays in the checkpoint status area (not a toast), the suggestion first, the key lists after
+    text = status.split("**Not loaded.**", 1)[1].strip()
+    assert text.startswith("Choose se_resnet50: this looks like a SE checkpoint")
+    assert "not cbam_resnet50" in text and text.index("Choose se_resnet50") < text.index("missing key(s)")
