@@ -77,8 +77,9 @@ def map_agreement(variant: np.ndarray, baseline: np.ndarray) -> dict[str, float]
 
 
 def diagonal_pct(distance: float, shape: tuple[int, ...]) -> float:
-    """A peak distance as % of the map's diagonal: at most 100 %, whatever the map's aspect."""
-    return 100.0 * distance / max(1e-9, float(np.hypot(shape[0], shape[1])))
+    """A peak distance as % of the map's diagonal (corner pixel to corner pixel): 100 % for opposite corners,
+    never more, whatever the map's aspect."""
+    return 100.0 * distance / max(1.0, float(np.hypot(shape[0] - 1, shape[1] - 1)))
 
 
 def difference_map(variant: np.ndarray, baseline: np.ndarray) -> np.ndarray:

@@ -22,8 +22,8 @@ from playwright.sync_api import expect
 from webapp import running_app
 
 import models
+from attnviz import api as engine  # compare / explain live in the API layer since the regroup
 from attnviz.app import pipeline
-from attnviz.core import engine
 from attnviz.data.examples import EXAMPLES_DIR
 from attnviz.zoo import registry as zoo
 

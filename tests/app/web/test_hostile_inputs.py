@@ -23,7 +23,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from attnviz.app import cli, pipeline
-from attnviz.core import engine
+from attnviz.core import slow
 from attnviz.data import images
 from attnviz.data.images import decode_image, load_mask
 from attnviz.errors import CheckpointError, ImageDecodeError, LimitExceededError
@@ -343,7 +343,7 @@ def test_slow_methods_are_limited_to_a_few_models():
 
 
 def test_slow_method_time_budget(monkeypatch):
-    monkeypatch.setattr(engine, "SLOW_BUDGET_S", 0.001)
+    monkeypatch.setattr(slow, "SLOW_BUDGET_S", 0.001)
     with pytest.raises(LimitExceededError, match=r"scorecam on baseline needs about 128 forward passes .* the limit is 0 s"):
         pipeline.run(pipeline.Request(image=SCENE, models=["baseline"], methods=["scorecam"]))
 

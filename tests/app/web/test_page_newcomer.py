@@ -21,11 +21,11 @@ from PIL import Image
 from webapp import running_app
 
 import models
+from attnviz import api as engine  # compare / explain live in the API layer since the regroup
 from attnviz.app import cli, pipeline, render, report
 from attnviz.app.web import choices, downloads, handlers, views
 from attnviz.app.web import page as ui
 from attnviz.app.web import sessions as uploads
-from attnviz.core import engine
 from attnviz.data.examples import EXAMPLES_DIR
 from attnviz.results import AttentionMap
 from attnviz.zoo import files as ckpt_files
