@@ -117,7 +117,7 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
             with gr.Column(scale=1, min_width=300):
                 ip = widgets.input_panel()
             with gr.Column(scale=1, min_width=300):
-                op = widgets.options_panel(offered, selection)
+                op = widgets.options_panel(offered, selection, ip.image)
                 widgets.not_downloaded_panel()
                 cp = widgets.checkpoint_panel()
         rp, ap = widgets.results_panel(GRID_ZOOM_JS)

@@ -1,8 +1,9 @@
 """The page's panels. Each function lays out one panel inside the current Blocks and returns a small record
 of its widgets, so :mod:`attnviz.app.web.page` only wires events.
 
-DOM order is tab order: the image, its examples and box, then the models and Compare, then the settings;
-the results come right below and stay hidden (taking no space) until the first comparison.
+DOM order is tab order: the image and its box, the models and Compare, the examples (beside the upload box,
+right of it), then the settings; the results come right below and stay hidden (taking no space) until the
+first comparison.
 """
 from __future__ import annotations
 
@@ -79,10 +80,6 @@ def input_panel() -> InputPanel:
     image = SafeImage(label="Image (drag & drop, paste or webcam)", type="filepath",
                       sources=["upload", "clipboard", "webcam"], height=300, elem_id="input-image")
     image_error = gr.Markdown(visible=False, elem_id="image-error")
-    examples, labels = choices.example_inputs()
-    if examples:
-        gr.Examples(examples, inputs=[image], example_labels=labels, examples_per_page=16, elem_id="examples",
-                    label="Examples: benchmark scenes (with masks) and photographs")
     with gr.Accordion("Object box (optional): click two corners to score localisation", open=False,
                       elem_id="box-accordion"):
         box_info = gr.Markdown(NO_BOX, elem_id="box-info")
@@ -92,7 +89,14 @@ def input_panel() -> InputPanel:
     return InputPanel(image, image_error, box_info, box_picker, clear_box)
 
 
-def options_panel(model_list: list[tuple[str, str]], selection: list[str]) -> OptionsPanel:
+def examples_panel(image: gr.Image) -> None:
+    examples, labels = choices.example_inputs()
+    if examples:
+        gr.Examples(examples, inputs=[image], example_labels=labels, examples_per_page=16, elem_id="examples",
+                    label="Examples: benchmark scenes (with masks) and photographs")
+
+
+def options_panel(model_list: list[tuple[str, str]], selection: list[str], image: gr.Image) -> OptionsPanel:
     limit = pipeline.MAX_MODELS_PER_REQUEST
     models = gr.Dropdown(model_list, value=selection, multiselect=True, label="Models",
                          info=f"Up to {limit} per request.", max_choices=limit, elem_id="models")
@@ -100,6 +104,7 @@ def options_panel(model_list: list[tuple[str, str]], selection: list[str]) -> Op
     with gr.Row(elem_id="run-row"):
         run = gr.Button("Compare", variant="primary", elem_id="compare-button", scale=1, min_width=140)
         run_progress = gr.Markdown("", elem_id="run-progress")
+    examples_panel(image)
     methods = gr.CheckboxGroup(choices.method_choices(), value=list(DEFAULT_METHODS), label="CAM methods",
                                elem_id="cam-methods",
                                info="Score- and Ablation-CAM are slow (many forward passes); rollout and "

@@ -127,12 +127,15 @@ def compare(page) -> None:
     page.locator("#grid img").first.wait_for(state="visible", timeout=SLOW)
 
 
+GRID_KEY = "[...document.querySelectorAll('#grid img')].map(i => i.src.length + ':' + i.src.slice(-48)).join('|')"
+
+
 def grid_src(page) -> str:
-    """The first heatmap cell's picture (the input cell does not change with display settings)."""
-    return page.evaluate("() => document.querySelectorAll('#grid td img')[1]?.getAttribute('src') || ''")
+    """A fingerprint of every picture of the grid (any re-drawn cell changes it)."""
+    return page.evaluate(f"() => {GRID_KEY}")
 
 
-CELL_CHANGED = "old => (document.querySelectorAll('#grid td img')[1]?.getAttribute('src') || '') !== old"
+CELL_CHANGED = f"old => {GRID_KEY} !== old"
 
 
 def in_viewport(page, selector: str) -> bool:
@@ -149,7 +152,7 @@ def test_upload_compare_and_download_report(browser, url, output_dir, tmp_path):
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
     upload(page, SCENES[0])
     compare(page)
-    expect(page.locator("#predictions")).to_contain_text("baseline", timeout=WAIT)
+    expect(page.locator("#predictions")).to_contain_text("Baseline", timeout=WAIT)
     table_text = page.locator("#predictions").inner_text()
     for model in ("Baseline", "SE", "CBAM", "Triplet Attention", "Coordinate Attention"):   # display names
         assert model in table_text
@@ -318,7 +321,7 @@ def test_narrow_dark_screen_keeps_the_grid_readable(browser, url, output_dir):
     upload(page, SCENES[3])
     compare(page)
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
-    placeholder = page.locator("#grid tr").first.locator("td img").nth(3)   # the baseline's "no attention module"
+    placeholder = page.locator("#grid tbody tr").first.locator("td img").nth(3)   # the baseline's "no attention module"
     placeholder.scroll_into_view_if_needed()
     tile = Image.open(io.BytesIO(placeholder.screenshot())).convert("RGB")
     assert np.asarray(tile).mean() < 100, "the grid's placeholders stay white in dark mode"
@@ -391,7 +394,10 @@ def test_first_load_keyboard_and_console(browser, url):
         page.keyboard.press("Tab")
         presses += 1
         assert presses <= 16, "Compare is more than 16 Tab presses away"
-    page.keyboard.press("Tab")   # the first CAM checkbox
+    for _ in range(20):   # past the examples beside the upload box: the first CAM checkbox
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.type") == "checkbox":
+            break
     ring = page.evaluate("""() => { const e = document.activeElement, s = getComputedStyle(e);
         return [e.type, s.outlineStyle, parseFloat(s.outlineWidth)]; }""")
     assert ring[0] == "checkbox" and ring[1] != "none" and ring[2] >= 2, ring
