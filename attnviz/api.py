@@ -104,6 +104,7 @@ def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DE
         else decode_image(image)
     wanted_layers = None if layer is None else ([layer] if isinstance(layer, str) else list(layer))
     explanations = []
+    label_sets: dict[str, tuple[str, ...]] = {}
     for i, name in enumerate(names):
         label = name if isinstance(name, str) else name.name
         if deadline is not None and time.monotonic() > deadline:
@@ -112,6 +113,7 @@ def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DE
         if progress:
             progress(i, len(names), label)
         spec = load(name, device).spec
+        label_sets[spec.name] = tuple(spec.class_names)
         if wanted_layers:
             missing = [lay for lay in wanted_layers if lay not in spec.layers]
             if missing:
@@ -123,5 +125,5 @@ def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DE
         progress(len(names), len(names), "done")
     comparison = Comparison(image=decoded, explanations=explanations, methods=methods, target_request=target,
                             timings={"total": cam_core.now_ms() - t0}, mask=mask)
-    comparison.agreement = comparison_agreement(comparison)
+    comparison.agreement = comparison_agreement(comparison, label_sets)
     return comparison

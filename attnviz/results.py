@@ -98,3 +98,5 @@ class Comparison:
     # "what attention changed": (variant model, method) -> {"spearman", "top20_iou", "peak_distance", ...}
     # against the baseline row's map of the same method, target and layer (empty without a baseline row)
     agreement: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    # variant model -> why it has no agreement with the baseline (e.g. it predicts other classes)
+    not_compared: dict[str, str] = field(default_factory=dict)

@@ -5,6 +5,7 @@ public ``/compare`` API (``--clients`` at a time), cycling through benchmark sce
 different sizes. Prints the server's resident memory after warm-up and at the end, and latency p50/p90/p99.
 
 Run:  python benchmarks/soak.py [--requests 300] [--clients 2] [--warmup 20]
+      python benchmarks/soak.py --varied [--requests 300]   # a browser session's mix (benchmarks/soak_session.py)
 """
 from __future__ import annotations
 
@@ -51,6 +52,12 @@ def inputs(folder: Path) -> list[Path]:
 
 
 def main() -> None:
+    if "--varied" in sys.argv:   # the browser session's mix: every model, methods, layers, checkpoints, re-renders
+        import soak_session
+
+        sys.argv.remove("--varied")
+        soak_session.main()
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--clients", type=int, default=2)

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -135,6 +135,7 @@ class Options:
     amp: bool = False
     device: str = "cpu"
     npz: bool = False
+    stems: tuple[tuple[str, str], ...] = ()    # (input path, output stem) where the file's own stem is taken
 
 
 @dataclass
@@ -147,6 +148,7 @@ class Outcome:
     predictions: list[dict] = field(default_factory=list)
     scores: list[dict] = field(default_factory=list)
     skipped: str = ""
+    warnings: list[str] = field(default_factory=list)   # about the result, e.g. pipeline.OOD_NOTE
 
 
 def _explain_images(name: str, images: list[np.ndarray], o: Options) -> list[Explanation | str]:
@@ -179,19 +181,21 @@ def _finish(d: Decoded, rows: list[Explanation], o: Options) -> Outcome:
     """The page's ending for one image whose model rows are computed: grid, scores, report, files, CSV rows."""
     comparison = Comparison(image=d.image, explanations=rows, methods=o.methods, target_request=o.target,
                             timings={"total": sum(e.timings.get("total", 0.0) for e in rows)})
-    comparison.agreement = comparison_agreement(comparison)
+    comparison.agreement = comparison_agreement(comparison, {e.model: zoo.get_spec(e.model).class_names
+                                                             for e in rows})
     request = pipeline.Request(image=d.image, models=o.models, methods=o.methods, target=o.target, layer=o.layer,
                                mask=d.mask, source=d.path, device=o.device, amp=o.amp, contrast=o.contrast,
                                eigen_smooth=o.eigen_smooth, aug_smooth=o.aug_smooth)
     result = pipeline.run(request, comparison=comparison)
-    stem = Path(d.path).stem
+    stem = dict(o.stems).get(d.path, Path(d.path).stem)
     files = {f"{stem}_grid.png": png_bytes(result.grid),
              f"{stem}.json": json.dumps(result.report, indent=2).encode()}
     if o.npz:
         files[f"{stem}_maps.npz"] = maps_npz_bytes(result.comparison)
     scores = [{"image": d.path, "model": model, "map": name, **s}
               for model, per_map in result.scores.items() for name, s in per_map.items()]
-    return Outcome(d.index, d.path, files, [{**row, "image": d.path} for row in result.predictions], scores)
+    return Outcome(d.index, d.path, files, [{**row, "image": d.path} for row in result.predictions], scores,
+                   warnings=list(result.warnings))
 
 
 def explain_chunk(chunk: Sequence[Decoded], o: Options) -> list[Outcome]:
@@ -215,6 +219,23 @@ def explain_chunk(chunk: Sequence[Decoded], o: Options) -> list[Outcome]:
         except AttnvizError as exc:  # e.g. a mask file whose size does not match its image
             out.append(Outcome(d.index, d.path, skipped=str(exc)))
     return sorted(out, key=lambda r: r.index)
+
+
+def output_stems(inputs: Sequence[Path]) -> dict[str, str]:
+    """A distinct output stem per input: its own stem, unless another input shares it (``a.jpg`` and ``a.webp``
+    become ``a_jpg`` and ``a_webp``; the same name in two folders gets ``_2``, ``_3`` ...)."""
+    counts = Counter(p.stem for p in inputs)
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for p in inputs:
+        stem = p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower() or 'file'}"
+        candidate, n = stem, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{stem}_{n}"
+        taken.add(candidate)
+        out[str(p)] = candidate
+    return out
 
 
 def _fixed_class(value: str | int | None, class_names: Sequence[str]) -> int | None:
@@ -291,6 +312,7 @@ def _run(inputs: list[Path], o: Options, out_dir: Path, world: distributed.World
                disable=not (progress and world.is_main))
     done: list[Outcome] = []
     skipped: list[Outcome] = []
+    said: set[str] = set()
     chunks = iter(loader)
     started = time.perf_counter()
     for _ in range(steps):
@@ -306,6 +328,10 @@ def _run(inputs: list[Path], o: Options, out_dir: Path, world: distributed.World
             for name, data in r.files.items():
                 (out_dir / name).write_bytes(data)
             r.files = {}  # written: keep only the CSV rows
+            for note in r.warnings:
+                if note not in said:   # once per run, on the console (it is also in each image's JSON)
+                    said.add(note)
+                    bar.write(f"attnviz: note: {note}", file=sys.stderr)
             done.append(r)
         bar.update(sum(len(part) for part in parts))
     bar.close()
@@ -332,16 +358,17 @@ def explain_paths(images: Sequence[str], out_dir: Path, models: Sequence[str] | 
     world = distributed.current()
     inputs, unsupported = collect_inputs(images)
     o = _settings(models, methods, target, layer, contrast, eigen_smooth, aug_smooth, device, amp, npz, world)
+    stems = output_stems(inputs)
+    o = replace(o, stems=tuple((path, stem) for path, stem in stems.items() if stem != Path(path).stem))
     check_models(o)
     with distributed.process_group(world, o.device):
         if world.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             for path, reason in unsupported:
                 print(f"skipped {path}: {reason}", file=sys.stderr)
-            for stem, count in Counter(p.stem for p in inputs).items():
-                if count > 1:
-                    print(f"attnviz: warning: {count} inputs are named {stem}.*; their output files overwrite "
-                          f"each other (the last one stays).", file=sys.stderr)
+            for path, stem in o.stems:
+                print(f"attnviz: note: {path} shares its name with another input; its files are {stem}_grid.png, "
+                      f"{stem}.json ...", file=sys.stderr)
         done, skipped, seconds = _run(inputs, o, out_dir, world, batch_size, workers, progress)
         if world.is_main:
             write_csv(out_dir / "predictions.csv", [row for r in done for row in r.predictions], CSV_PREDICTION_COLUMNS)

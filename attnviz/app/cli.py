@@ -3,11 +3,15 @@ bench.
 
 Each subcommand is a thin wrapper over the same functions the web page uses. User errors print one
 line to stderr and exit with status 2; an unexpected crash exits with 1.
+
+Longer than 450 lines: each sub-command's options (``_add_<command>``) sit beside its handler
+(``cmd_<command>``), so one command is read in one place; splitting them apart would separate the two halves.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +19,8 @@ from typing import Sequence
 from attnviz.core.methods import help_text as methods_help
 from attnviz.errors import EXIT_USER_ERROR, AttnvizError
 
+EVAL_OUT = "attnviz-eval"
+SANITY_OUT = "attnviz-sanity"
 DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default: $ATTNVIZ_DEVICE, else auto)"
 
 
@@ -62,28 +68,37 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.architectures:
         import models
 
-        for name in models.available():
-            arch = models.get(name)
-            print(f"{name:<28} attention={arch.attention:<9} {arch.source}")
+        print(aligned_table(["architecture", "attention", "source"],
+                            [[name, models.get(name).attention, models.get(name).source]
+                             for name in models.available()]))
         return 0
     _load_models_file(args)
     specs = all_specs()
     if not specs:
         print("No models registered.")
         return 0
-    width = max(len(s.name) for s in specs)
-    for spec in specs:
-        if spec.weights.available():
-            status = "available offline"
-            if spec.card.get("test_accuracy") is not None:
-                status += f", test accuracy {spec.card['test_accuracy']:.1%}"
-        else:
-            status = f"not downloaded — {spec.weights.download_hint or 'weights missing'}"
-        print(f"{spec.name:<{width}}  {spec.display_name:<24} {spec.source:<12} {status}")
+    print(aligned_table(["name", "model", "source", "status"],
+                        [[spec.name, spec.display_name, spec.source, _model_status(spec)] for spec in specs]))
     from attnviz.core.devices import available_devices, resolve_device
 
     print(f"devices: {', '.join(available_devices())} (auto = {resolve_device('auto')})")
     return 0
+
+
+def _model_status(spec) -> str:
+    if spec.weights.available():
+        status = "available offline"
+        if spec.card.get("test_accuracy") is not None:
+            status += f", test accuracy {spec.card['test_accuracy']:.1%}"
+        return status
+    return f"not downloaded — {spec.weights.download_hint or 'weights missing'}"
+
+
+def aligned_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell (the last one left ragged), under a header line."""
+    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header) - 1)]
+    return "\n".join("  ".join([*(f"{str(c):<{w}}" for c, w in zip(r, widths)), str(r[-1])]).rstrip()
+                     for r in [header, *rows])
 
 
 def chosen_models(args: argparse.Namespace) -> list[str] | None:
@@ -206,7 +221,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
              if value is not None}
     run_eval(models=chosen, seed=args.seed, out=Path(args.out), progress=not args.quiet,
              update=args.update, data=args.data, batch_size=args.batch_size, device=args.device,
-             faithfulness=not args.localisation_only, **given)
+             faithfulness=not args.localisation_only, command=args.command_line, **given)
     return 0
 
 
@@ -214,7 +229,7 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     from attnviz.evaluation.sanity import run_sanity
 
     result = run_sanity(models=args.models, n=args.n, seed=args.seed, methods=args.methods, out=Path(args.out),
-                        progress=not args.quiet, device=args.device)
+                        progress=not args.quiet, device=args.device, command=args.command_line)
     flagged = [f"{row['model']}/{key}" for row in result["models"] for key, entry in row["maps"].items()
                if entry["keeps_structure"]]
     print(f"wrote {Path(args.out) / 'sanity.json'}, sanity.md and sanity.png ({result['seconds']:.0f} s); maps that "
@@ -392,7 +407,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="skip deletion / insertion and ROAD (their perturbed copies are most of the cost)")
     p.add_argument("--batch-size", type=int, default=32, help="images per model pass (default 32)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
-    p.add_argument("--out", default="docs")
+    p.add_argument("--out", default=EVAL_OUT, metavar="DIR",
+                   help=f"folder for results.json, results.md and results.png (default: ./{EVAL_OUT}; the shipped "
+                        "results are in docs/)")
     p.add_argument("--update", action="store_true",
                    help="keep the other models' rows of OUT/results.json (same settings); re-run only --models")
     p.add_argument("--quiet", action="store_true")
@@ -409,7 +426,9 @@ def _add_sanity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", type=_csv, default=None, help="CAM methods (default: every one-pass method)")
     p.add_argument("--n", type=int, default=8, help="benchmark scenes per model (default 8)")
     p.add_argument("--seed", type=int, default=None, help="data seed of the scenes (default: the eval seed)")
-    p.add_argument("--out", default="docs")
+    p.add_argument("--out", default=SANITY_OUT, metavar="DIR",
+                   help=f"folder for sanity.json, sanity.md and sanity.png (default: ./{SANITY_OUT}; the shipped "
+                        "results are in docs/)")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sanity)
@@ -456,7 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(given)
+    args.command_line = shlex.join(["attnviz", *given])   # recorded in results.md / sanity.md as typed
     try:
         return int(args.func(args) or 0)
     except AttnvizError as exc:

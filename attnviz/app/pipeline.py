@@ -2,7 +2,7 @@
 
 ``run(request)`` decodes the upload, compares the chosen models, renders the grid, scores localisation
 when a mask is known, and returns plain data (:class:`PageResult`). The Gradio handlers in
-:mod:`attnviz.app.web.page` and the batch command in :mod:`attnviz.app.batch` only translate inputs and outputs.
+:mod:`attnviz.app.web.handlers` and the batch command in :mod:`attnviz.app.batch` only translate inputs and outputs.
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ OOD_NOTE = ("The bundled models know only 11 drawn shapes (circle, ring, triangl
             "answer is always one of these shapes and its percentage says nothing about what the picture shows. "
             "Their heatmaps still show which shape-like parts (outlines, corners, round or pointed blobs, strong "
             "contrast) drove that answer. For photos, use ImageNet models (`attnviz weights download --set "
-            "imagenet`, then restart the page) or load your own checkpoint.")
+            "imagenet`; a running page sees them after a restart) or your own checkpoint (`--arch` and "
+            "`--checkpoint` on the command line, \"Your own checkpoint\" on the page).")
 
 
 @dataclass
@@ -113,14 +114,21 @@ def out_of_domain_warnings(specs: Sequence[ModelSpec], benchmark_input: bool) ->
     return [OOD_NOTE] if not benchmark_input and any(s.source == "bundled zoo" for s in specs) else []
 
 
-def render_grid(comparison: Comparison, *, opacity: float = 0.5, shared_scale: bool = False, cmap: str = "jet",
-                dark: bool = False) -> np.ndarray:
-    """The side-by-side grid of a stored comparison: display settings change the picture, no model runs."""
+def grid_cells(comparison: Comparison, *, opacity: float = 0.5, shared_scale: bool = False, cmap: str = "jet",
+               dark: bool = False) -> render.GridCells:
+    """Every cell of a stored comparison's grid (with the "vs baseline" column when a baseline row is there):
+    display settings change the pictures, no model runs."""
     if cmap not in render.COLORMAPS:
         raise AttnvizError(f"Unknown colour map {cmap!r}; choose from {', '.join(render.COLORMAPS)}.")
     extra = render.vs_baseline_column(comparison)  # "what attention changed", when a baseline row is there
-    return render.grid(comparison, opacity=float(opacity), cmap=cmap, shared_scale=shared_scale,
-                       palette=render.DARK if dark else render.LIGHT, extra_columns=[extra] if extra else [])
+    return render.grid_cells(comparison, opacity=float(opacity), cmap=cmap, shared_scale=shared_scale,
+                             palette=render.DARK if dark else render.LIGHT, extra_columns=[extra] if extra else [])
+
+
+def render_grid(comparison: Comparison, *, opacity: float = 0.5, shared_scale: bool = False, cmap: str = "jet",
+                dark: bool = False) -> np.ndarray:
+    """The side-by-side grid of a stored comparison as one picture (the PNG of the CLI and the downloads)."""
+    return render.compose(grid_cells(comparison, opacity=opacity, shared_scale=shared_scale, cmap=cmap, dark=dark))
 
 
 def check_limits(models: Sequence[str | ModelSpec], methods: Sequence[str]) -> None:

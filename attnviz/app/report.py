@@ -111,12 +111,14 @@ def report_dict(comparison: Comparison, scores: dict[str, dict[str, dict[str, fl
         "models": [explanation_record(e) for e in comparison.explanations],
         "localisation": scores or {},
         "agreement": agreement_rows(comparison),
+        "not_compared_with_baseline": {m: why.replace("\n", " ") for m, why in comparison.not_compared.items()},
         "timings_ms": {k: round(v, 2) for k, v in comparison.timings.items()},
         "versions": package_versions(),
     }
 
 
-AGREEMENT_FIELDS = ("spearman", "top20_iou", "peak_distance", "peak_distance_pct", "same_target")
+AGREEMENT_FIELDS = ("spearman", "top20_iou", "peak_distance", "peak_distance_pct", "peak_distance_diag_pct",
+                    "same_target")
 
 
 def agreement_rows(comparison: Comparison) -> list[dict]:

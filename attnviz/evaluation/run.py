@@ -150,11 +150,11 @@ def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = Fa
     from tqdm import tqdm
 
     counts = {m.spec.name: ScoringCount() for m in plan.models}
-    names = list(counts)
     ref = plan.reference
     order = sorted(plan.models, key=lambda m: m is not ref)   # the reference first: the others need its maps
     records: dict[int, dict] = {i: {"models": {}, "skipped": {}} for i in indices}
-    bar = tqdm(total=len(indices) * len(names), desc="eval", unit="map set", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(indices), desc="eval", unit="image", disable=not progress, file=sys.stderr,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} images [{elapsed}<{remaining}{postfix}]")
     for start in range(0, len(indices), plan.batch_size):
         chunk = list(indices[start:start + plan.batch_size])
         decoded: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
@@ -177,6 +177,7 @@ def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = Fa
                 ref_maps = dict(zip(usable, maps))
         for loaded in order:
             name = loaded.spec.name
+            bar.set_postfix_str(name, refresh=False)
             labelled = []
             for i in decoded:
                 label, reason = images.label(i, loaded.spec)
@@ -198,7 +199,7 @@ def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = Fa
                 for (i, _), s in zip(labelled, scores):
                     records[i]["models"][name] = {"correct": bool(s.correct), "values": _rounded(s.values),
                                                   "agreement": _rounded(s.agreement)}
-            bar.update(len(chunk))
+            bar.update(len(chunk) / len(order))   # every model's pass over the chunk moves the image count
     bar.close()
     return [(i, records[i]) for i in indices], counts
 
@@ -235,8 +236,11 @@ def model_row(spec, ids: list, records: list[dict]) -> dict:
     return row
 
 
-def _describe_command(n: int, road: int, seed: int, methods: Sequence[str], data: Path | None) -> str:
+def _describe_command(n: int, road: int, seed: int, methods: Sequence[str], data: Path | None,
+                      models: Sequence[str] | None = None) -> str:
     parts = ["attnviz eval"]
+    if models:
+        parts.append(f"--models {','.join(models)}")
     if data is not None:
         parts.append(f"--data {data}")
     else:
@@ -266,9 +270,10 @@ def _reference_model(chosen: list[zoo.LoadedModel], images, device) -> zoo.Loade
 
 
 def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: int | None = None,
-             out: Path = Path("docs"), progress: bool = True, methods: Sequence[str] | None = None,
+             out: Path = Path("attnviz-eval"), progress: bool = True, methods: Sequence[str] | None = None,
              road_scenes: int = ROAD_SCENES, update: bool = False, *, data: str | Path | None = None,
-             batch_size: int = DEFAULT_BATCH_SIZE, device: str | None = None, faithfulness: bool = True) -> dict:
+             batch_size: int = DEFAULT_BATCH_SIZE, device: str | None = None, faithfulness: bool = True,
+             command: str | None = None) -> dict:
     """Evaluate ``models`` (default: the bundled zoo) and write results.{md,json,png} into ``out``.
 
     ``n``: benchmark scenes (default 200); with ``data`` at most that many images of the folder (default all).
@@ -276,6 +281,8 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
     same settings, so one newly trained variant or replicate can be added without re-running the whole zoo.
     ``faithfulness=False`` skips deletion / insertion and ROAD (localisation and agreement only).
     Under torchrun every rank returns after the gather; only rank 0 writes files and gets the result.
+    ``command``: the command line to record in results.md (the CLI passes its own; default: one rebuilt from
+    the arguments, ``--models`` included when given).
     """
     from attnviz.evaluation.report import write_outputs
 
@@ -311,7 +318,7 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
         n_images = len(images.ids)
         road_scenes = max(0, min(road_scenes, n_images)) if faithfulness else 0
         result = {
-            "command": _describe_command(n_images, road_scenes, seed, methods, data),
+            "command": command or _describe_command(n_images, road_scenes, seed, methods, data, models),
             "seed": None if data is not None else seed, "n": n_images, "road_scenes": road_scenes,
             "methods": list(methods), "target": "the true class", "synth_version": synth.VERSION,
             "data": None if data is None else str(data), "localisation_only": not faithfulness,

@@ -142,7 +142,9 @@ def plot_sanity(result: dict, path: Path) -> None:
     keys = list(dict.fromkeys(key for row in rows for key in row["maps"]))   # one colour per map across panels
     cols = min(3, len(rows))
     grid_rows = (len(rows) + cols - 1) // cols
-    fig = Figure(figsize=(5.2 * cols, 3.8 * grid_rows + 0.6), dpi=100)
+    ncol = max(1, min(len(keys), int(5.2 * cols // 1.75)))   # as many legend entries per line as the width holds
+    legend_h = 0.22 * -(-len(keys) // ncol) + 0.3             # inches: one line per ncol entries
+    fig = Figure(figsize=(5.2 * cols, 3.8 * grid_rows + legend_h), dpi=100)
     FigureCanvasAgg(fig)
     handles = {}
     for i, row in enumerate(rows):
@@ -161,15 +163,15 @@ def plot_sanity(result: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         if i % cols == 0:
             ax.set_ylabel("Spearman (solid), SSIM (dashed)", fontsize=8)
-    fig.legend([handles[k] for k in keys], [_title(k) for k in keys], loc="upper center", ncol=min(6, len(keys)),
+    fig.legend([handles[k] for k in keys], [_title(k) for k in keys], loc="upper center", ncol=ncol,
                fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    fig.tight_layout(rect=(0, 0, 1, 1 - legend_h / fig.get_figheight()))
     fig.savefig(path)
 
 
 def run_sanity(models: Sequence[str] | None = None, n: int = DEFAULT_N, seed: int | None = None,
-               methods: Sequence[str] | None = None, out: Path = Path("docs"), progress: bool = True,
-               device: str | None = None) -> dict:
+               methods: Sequence[str] | None = None, out: Path = Path("attnviz-sanity"), progress: bool = True,
+               device: str | None = None, command: str | None = None) -> dict:
     """Sanity checks for bundled models on ``n`` benchmark scenes (eval data seed, true class); writes
     ``out/sanity.json``, ``out/sanity.md`` and ``out/sanity.png``."""
     from attnviz.core import methods as catalogue
@@ -198,7 +200,8 @@ def run_sanity(models: Sequence[str] | None = None, n: int = DEFAULT_N, seed: in
                                  class_names=m.spec.class_names, name=m.spec.name, progress=progress,
                                  device=device))
         rows[-1]["display_name"] = m.spec.display_name
-    result = {"command": f"attnviz sanity --n {n}" + (f" --seed {seed}" if seed != EVAL_SEED else ""),
+    result = {"command": command or (f"attnviz sanity --n {n}" + (f" --seed {seed}" if seed != EVAL_SEED else "")
+                                     + (f" --models {','.join(models)}" if models else "")),
               "n": n, "seed": seed, "target": "the true class", "methods": list(methods),
               "randomisation_seed": RANDOMISATION_SEED, "flag_rule": FLAG_RULE,
               "seconds": round(time.perf_counter() - start, 1), "models": rows}

@@ -97,6 +97,24 @@ class ImageScores:
     agreement: dict[str, dict[str, float]]
 
 
+def _maps_of(spec, images, masks, explanations, methods):
+    """Per image: the maps to score (CAMs + the module's own map), which of them are identical, the object's
+    mask in the model's view, and the CAMs alone (the next models' reference)."""
+    per_image_maps, aliases, views, cams = [], [], [], []
+    for image, mask, e in zip(images, masks, explanations):
+        maps = {m: e.cams[m].heatmap for m in methods}
+        cams.append(dict(maps))
+        own = own_spatial_map(e)
+        if own is not None:
+            maps[OWN_MAP] = own
+        per_image_maps.append(maps)
+        aliases.append(identical_to(maps))
+        side = e.image.shape[0]
+        views.append(None if mask is None else mask_for_view(mask, image.shape[:2], side, e.view_resize or side,
+                                                             getattr(spec, "interpolation", "bilinear")))
+    return per_image_maps, aliases, views, cams
+
+
 def score_chunk(loaded: LoadedModel, images: Sequence[np.ndarray], labels: Sequence[int],
                 masks: Sequence[np.ndarray | None], methods: Sequence[str], *, road: Sequence[bool],
                 seeds: Sequence[int], batch_size: int, reference: Sequence[dict[str, np.ndarray]] | None = None,
@@ -115,19 +133,7 @@ def score_chunk(loaded: LoadedModel, images: Sequence[np.ndarray], labels: Seque
     labels = [int(v) for v in labels]
     explanations = explain_batch(loaded, list(images), methods, targets=labels, batch_size=batch_size,
                                  device=loaded.device, class_names=spec.class_names)
-    per_image_maps, aliases, views, cams = [], [], [], []
-    for image, mask, e in zip(images, masks, explanations):
-        maps = {m: e.cams[m].heatmap for m in methods}
-        cams.append(dict(maps))
-        own = own_spatial_map(e)
-        if own is not None:
-            maps[OWN_MAP] = own
-        per_image_maps.append(maps)
-        aliases.append(identical_to(maps))
-        side = e.image.shape[0]
-        views.append(None if mask is None else mask_for_view(mask, image.shape[:2], side, e.view_resize or side,
-                                                             getattr(spec, "interpolation", "bilinear")))
-
+    per_image_maps, aliases, views, cams = _maps_of(spec, images, masks, explanations, methods)
     unique = [[n for n, a in alias.items() if a == n] for alias in aliases]
     # ROAD for the maps of ROAD_MAPS, computed once per distinct map (the first of its identical group)
     road_unique = [[n for n in names if any(aliases[i].get(r) == n for r in ROAD_MAPS)]

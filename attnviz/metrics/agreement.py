@@ -4,11 +4,14 @@ Three numbers per (variant, method), each answering a question a reader of the S
   spearman      — do the two maps rank the pixels alike? (Spearman rank correlation over all pixels)
   top20_iou     — do they pick the same region? (IoU of the pixels each map puts in its top 20 %)
   peak_distance — do they point at the same place? (distance between the maxima, in pixels of the model's view,
-                  and as % of the view's side)
+                  as % of the view's side — what ``attnviz eval`` reports — and, for a comparison, as % of its
+                  diagonal, which never exceeds 100 % and is what the page and the grid show)
 plus the difference map (variant minus baseline, both min-max normalised) the page draws with a diverging
 colour map on a shared scale.
 """
 from __future__ import annotations
+
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -73,6 +76,12 @@ def map_agreement(variant: np.ndarray, baseline: np.ndarray) -> dict[str, float]
             "peak_distance": distance, "peak_distance_pct": 100.0 * distance / max(baseline.shape)}
 
 
+def diagonal_pct(distance: float, shape: tuple[int, ...]) -> float:
+    """A peak distance as % of the map's diagonal (corner pixel to corner pixel): 100 % for opposite corners,
+    never more, whatever the map's aspect."""
+    return 100.0 * distance / max(1.0, float(np.hypot(shape[0] - 1, shape[1] - 1)))
+
+
 def difference_map(variant: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     """Variant minus baseline, both min-max normalised: in [-1, 1], positive where the variant looks more."""
     variant = _same_size(np.asarray(variant, np.float32), baseline.shape)
@@ -84,18 +93,40 @@ def baseline_row(explanations: list[Explanation]) -> Explanation | None:
     return next((e for e in explanations if e.attention == "none"), None)
 
 
-def comparison_agreement(c: Comparison) -> dict[tuple[str, str], dict[str, float]]:
-    """(variant, method) -> agreement with the baseline row's map of that method; empty without a baseline."""
+LABELS_DIFFER = "it predicts other classes\nthan the baseline"
+
+
+def different_labels(c: Comparison, label_sets: Mapping[str, Sequence[str]] | None) -> dict[str, str]:
+    """Variant models whose class list differs from the baseline row's: model -> why there is no comparison.
+
+    A map "for class k" means nothing across two label sets (an ImageNet checkpoint beside the shape baseline)."""
+    base = baseline_row(c.explanations)
+    if base is None or not label_sets or base.model not in label_sets:
+        return {}
+    ref = tuple(label_sets[base.model])
+    return {e.model: LABELS_DIFFER for e in c.explanations
+            if e is not base and e.model in label_sets and tuple(label_sets[e.model]) != ref}
+
+
+def comparison_agreement(c: Comparison, label_sets: Mapping[str, Sequence[str]] | None = None
+                         ) -> dict[tuple[str, str], dict[str, float]]:
+    """(variant, method) -> agreement with the baseline row's map of that method; empty without a baseline.
+
+    ``label_sets`` (model -> class names): variants with other classes than the baseline are left out and
+    recorded in ``c.not_compared``."""
     base = baseline_row(c.explanations)
     if base is None:
         return {}
+    c.not_compared = different_labels(c, label_sets)
     out: dict[tuple[str, str], dict[str, float]] = {}
     for e in c.explanations:
-        if e is base:
+        if e is base or e.model in c.not_compared:
             continue
         for method, cam in e.cams.items():
             if method in base.cams:
                 numbers = map_agreement(cam.heatmap, base.cams[method].heatmap)
+                numbers["peak_distance_diag_pct"] = diagonal_pct(numbers["peak_distance"],
+                                                                 base.cams[method].heatmap.shape)
                 numbers["same_target"] = float(e.target.label == base.target.label)
                 out[(e.model, method)] = numbers
     return out

@@ -116,16 +116,23 @@ def _fit(arch, state: dict[str, torch.Tensor], num_classes: int | None = None, *
     shaped = build_shape_only(ref, n)
     diff = key_diff(shaped.state_dict(), state)
     if not diff.ok:
-        guess, score = guess_architecture(state)
-        hint = ""
-        if guess and guess != ref.text and score > 0.9:
-            hint = f" This looks like a {models.get(guess).attention.upper() if models.get(guess).attention != 'none' else 'plain'} " \
-                   f"checkpoint; choose {guess}."
-        raise CheckpointError(f"The checkpoint does not fit {ref.text}: {diff.describe()}.{hint}")
+        raise CheckpointError(mismatch_message(ref.text, diff, state))
     on_meta = any(t.is_meta for t in shaped.state_dict().values())
     model = build(ref, n) if on_meta else shaped
     model.load_state_dict(state, strict=True)
     return model.eval(), n
+
+
+def mismatch_message(arch: str, diff: KeyDiff, state: dict[str, torch.Tensor]) -> str:
+    """Why a checkpoint does not fit ``arch``, the suggestion first (the architecture it looks like), the
+    key lists after it."""
+    guess, score = guess_architecture(state)
+    lead = f"The checkpoint does not fit {arch}."
+    if guess and guess != arch and score > 0.9:
+        kind = models.get(guess).attention
+        lead = (f"Choose {guess}: this looks like a {kind.upper() if kind != 'none' else 'plain'} checkpoint "
+                f"(key overlap {score:.0%}), not {arch}.")
+    return f"{lead} Details: {diff.describe()}."
 
 
 def read_class_names(path: str | Path | None, num_classes: int) -> tuple[str, ...] | None:

@@ -24,6 +24,7 @@ MAX_TENSOR_ELEMENTS = 500_000_000          # no single weight of a supported net
 
 
 SAFETENSORS = (".safetensors",)
+NOT_A_CHECKPOINT = "not a PyTorch or safetensors checkpoint"
 
 
 # ".pth.tar" is how the official CBAM / Triplet releases are named; ".tar" alone is the same container.
@@ -56,7 +57,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"No such checkpoint file: {path.name}")
     size = path.stat().st_size
     if size == 0:
-        raise CheckpointError("The checkpoint file is empty.")
+        raise CheckpointError(f"{path.name} is empty: {NOT_A_CHECKPOINT}.")
     if size > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(f"The checkpoint is {size / 2**20:.0f} MB; the limit is {MAX_CHECKPOINT_BYTES / 2**20:.0f} MB.")
     suffix = checkpoint_suffix(path)
@@ -66,32 +67,42 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
         try:
             raw = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"This is not a valid .safetensors file ({exc}).") from None
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path.name} is {NOT_A_CHECKPOINT} (its safetensors header cannot be read: "
+                                  f"{str(exc).splitlines()[0][:120]}).") from None
     elif suffix in PICKLED:
         if _is_torchscript(path):
             raise CheckpointError("TorchScript archives are not accepted (they contain code). "
                                   "Save the model's state_dict (torch.save(model.state_dict(), ...)) instead.")
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-            if found:
-                raise CheckpointError("Refused: the file contains Python objects other than tensors and plain "
-                                      f"containers ({found.group(1)}); loading it would run code. Re-save only the "
-                                      "state_dict, or use .safetensors.") from None
-            raise CheckpointError("This file is not a readable PyTorch checkpoint (the pickle stream is invalid).") from None
-        except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise CheckpointError(f"This file is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:200]}).") from None
+        raw = _torch_load(path)
     else:
-        raise CheckpointError(f"Unsupported checkpoint type {path.suffix.lower() or '(none)'}: use "
-                              f"{', '.join(CHECKPOINT_SUFFIXES)}.")
+        raise CheckpointError(f"{path.name} is {NOT_A_CHECKPOINT} by its name: unsupported checkpoint type "
+                              f"{path.suffix.lower() or '(none)'}; use {', '.join(CHECKPOINT_SUFFIXES)}.")
     try:
         state = models.unwrap_state_dict(raw)
     except ValueError as exc:
         raise CheckpointError(f"No weights found in the checkpoint: {exc}.") from None
     check_tensors(state)
     return state
+
+
+def _torch_load(path: Path):
+    """``torch.load(weights_only=True)``; whatever a file that is no checkpoint makes the unpickler raise
+    (UnpicklingError, KeyError, IndexError, EOFError, ...) becomes one readable CheckpointError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found:
+            raise CheckpointError("Refused: the file contains Python objects other than tensors and plain "
+                                  f"containers ({found.group(1)}); loading it would run code. Re-save only the "
+                                  "state_dict, or use .safetensors.") from None
+        raise CheckpointError(f"{path.name} is {NOT_A_CHECKPOINT} (its pickle stream is invalid).") from None
+    except MemoryError:
+        raise CheckpointError(f"{path.name} is {NOT_A_CHECKPOINT} (reading it would need more memory than "
+                              "there is).") from None
+    except Exception:  # noqa: BLE001 - any failure of the unpickler on foreign bytes (KeyError, IndexError, ...)
+        raise CheckpointError(f"{path.name} is {NOT_A_CHECKPOINT} (it cannot be unpickled as one).") from None
 
 
 def check_tensors(state: dict[str, torch.Tensor]) -> None:

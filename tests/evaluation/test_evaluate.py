@@ -287,7 +287,7 @@ def test_agreement_with_the_baselines_map_per_variant_and_method(evaluated):
 
 
 def test_replicates_load_by_name_stay_off_the_page_and_get_the_seed_table(evaluated):
-    from attnviz.app.web.page import _model_choices
+    from attnviz.app.web.choices import model_choices as _model_choices
 
     first, result, out, names = evaluated
     assert zoo.load("cbam_seed1", "cpu").spec.source == "replicate"

@@ -8,7 +8,7 @@ import pytest
 
 from attnviz.app import pipeline, render
 from attnviz.app.report import maps_npz_bytes
-from attnviz.app.web import page as ui
+from attnviz.app.web import choices, handlers, views
 from attnviz.data.examples import EXAMPLES_DIR
 from attnviz.metrics import agreement
 
@@ -40,11 +40,12 @@ def test_comparison_with_a_baseline_gets_the_column_report_and_npz():
     base = c.explanations[0]
     for (model, method), numbers in c.agreement.items():
         e = next(x for x in c.explanations if x.model == model)
-        assert numbers == agreement.map_agreement(e.cams[method].heatmap, base.cams[method].heatmap) | \
+        assert {k: v for k, v in numbers.items() if k != "peak_distance_diag_pct"} == \
+            agreement.map_agreement(e.cams[method].heatmap, base.cams[method].heatmap) | \
             {"same_target": float(e.target.label == base.target.label)}
     assert result.grid.shape[:2] == render.grid_shape(3, 2, extra_columns=1)
-    frame = ui.agreement_frame(result)
-    assert len(frame) == 4 and list(frame.columns) == ui.AGREEMENT_COLUMNS
+    frame = views.agreement_frame(result)
+    assert len(frame) == 4 and list(frame.columns) == views.AGREEMENT_COLUMNS
     rows = result.report["agreement"]
     assert {(r["model"], r["method"]) for r in rows} == set(c.agreement)
     with np.load(io.BytesIO(maps_npz_bytes(c))) as z:
@@ -53,18 +54,18 @@ def test_comparison_with_a_baseline_gets_the_column_report_and_npz():
 
 def test_no_baseline_no_column():
     result = pipeline.run(pipeline.Request(image=SCENE, models=["se", "cbam"], methods=["gradcam"], device="cpu"))
-    assert result.comparison.agreement == {} and ui.agreement_frame(result).empty
+    assert result.comparison.agreement == {} and views.agreement_frame(result).empty
     assert result.grid.shape[:2] == render.grid_shape(2, 1, extra_columns=0)
 
 
 def test_page_options_reach_the_engine_contrast_smoothing_fused_layers():
-    out = ui.on_compare(str(SCENE), ["baseline", "se"], ["gradcam"], ui.TOP1, ["layer2", "layer3"], 0.5,
-                        "per model", "jet", None, False, None, "ring", [ui.EIGEN_SMOOTH, ui.AUG_SMOOTH],
-                        progress=None)
-    comparison = out[7]
+    out = handlers.on_compare(str(SCENE), ["baseline", "se"], ["gradcam"], choices.TOP1, ["layer2", "layer3"], 0.5,
+                              "per model", "jet", None, False, None, "ring", [choices.EIGEN_SMOOTH,
+                                                                               choices.AUG_SMOOTH], progress=None)
+    comparison = out[8]
     for e in comparison.explanations:
         assert e.layer == "layer2+layer3"
         assert e.contrast is not None and e.contrast.label == "ring"
         assert e.options["eigen_smooth"] and e.options["aug_smooth"]
-    assert ui._parse_layer([ui.DEFAULT_LAYER]) is None and ui._parse_layer(["layer2"]) == "layer2"
-    assert ui._parse_contrast(ui.NO_CONTRAST) is None
+    assert handlers.parse_layer([choices.DEFAULT_LAYER]) is None and handlers.parse_layer(["layer2"]) == "layer2"
+    assert handlers.parse_contrast(choices.NO_CONTRAST) is None

@@ -117,7 +117,7 @@ def test_wrong_timm_architecture_is_a_readable_diff_and_nothing_is_allocated_for
 
 
 def test_the_page_takes_a_typed_timm_architecture(tmp_path):
-    from attnviz.app.web import page as ui
+    from attnviz.app.web import handlers as ui
 
     path, reference = _timm_file(tmp_path, "resnet18", 3, seed=2)
     update, message, session = ui.on_load_checkpoint(str(path), "timm:resnet18", None, ["baseline"])
@@ -135,14 +135,14 @@ def test_the_page_takes_a_typed_timm_architecture(tmp_path):
 def test_the_page_refuses_python_architectures(tmp_path):
     import gradio as gr
 
-    from attnviz.app.web import page as ui
+    from attnviz.app.web import handlers as ui
 
     path, _ = _timm_file(tmp_path, "resnet18", 3)
-    for handler in (lambda: ui.on_load_checkpoint(str(path), "python:os:getcwd", None, []),
-                    lambda: ui.on_convert_checkpoint(str(path), "python:os:getcwd")):
-        with pytest.raises(gr.Error) as info:
-            handler()
-        assert "only accepted from the command line or a models file" in info.value.message
+    _, status, _ = ui.on_load_checkpoint(str(path), "python:os:getcwd", None, [])   # said in the checkpoint box
+    assert "Not loaded" in status and "only accepted from the command line or a models file" in status
+    with pytest.raises(gr.Error) as info:
+        ui.on_convert_checkpoint(str(path), "python:os:getcwd")
+    assert "only accepted from the command line or a models file" in info.value.message
 
 
 # ---- python: builders ------------------------------------------------------------------------------

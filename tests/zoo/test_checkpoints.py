@@ -18,7 +18,7 @@ import models
 from attnviz.api import explain
 from attnviz.app import cli
 from attnviz.errors import AttnvizError, CheckpointError, WeightsUnavailableError
-from attnviz.zoo import checkpoints, imagenet
+from attnviz.zoo import checkpoints, files, imagenet
 from attnviz.zoo import registry as zoo
 
 SCENE = sorted(p for p in (Path(__file__).resolve().parents[2] / "attnviz" / "assets" / "examples").glob("*.png")
@@ -70,10 +70,11 @@ def test_mismatch_gives_a_readable_diff_and_names_the_right_architecture(tmp_pat
     with pytest.raises(CheckpointError) as info:
         checkpoints.checkpoint_spec("se_resnet50", path)
     message = str(info.value)
-    assert "does not fit se_resnet50" in message
+    # issue 21: the suggestion leads, the key lists follow
+    assert message.startswith("Choose cbam_resnet50: this looks like a CBAM checkpoint (key overlap 100%), "
+                              "not se_resnet50. Details: ")
     assert "missing key(s): layer1.0.se.fc.0.weight" in message
     assert "unexpected key(s): layer1.0.cbam.ChannelGate.mlp.1.bias" in message
-    assert "This looks like a CBAM checkpoint; choose cbam_resnet50." in message
 
 
 def test_shape_mismatch_is_listed(tmp_path):
@@ -182,13 +183,13 @@ def test_zip_checkpoint_is_not_mistaken_for_torchscript(tmp_path):
     """torch.save writes a zip too; only archives with code/ or constants.pkl are TorchScript."""
     path = tmp_path / "plain.pth"
     torch.save({"a": torch.zeros(1)}, path)
-    assert zipfile.is_zipfile(path) and not checkpoints._is_torchscript(path)
+    assert zipfile.is_zipfile(path) and not files._is_torchscript(path)
     assert set(checkpoints.read_checkpoint(path)) == {"a"}
 
 
 def test_official_release_loads_through_the_page_handlers_with_the_same_logits(tmp_path):
     """The page's "Load checkpoint" handler, then its /compare handler, on a released-layout file."""
-    from attnviz.app.web import page as ui
+    from attnviz.app.web import handlers as ui
 
     name = "cbam_resnet50"
     state = _random_state(name, seed=1)
@@ -209,12 +210,11 @@ def test_official_release_loads_through_the_page_handlers_with_the_same_logits(t
 
 
 def test_the_page_refuses_a_checkpoint_for_the_wrong_architecture(tmp_path):
-    import gradio as gr
-
-    from attnviz.app.web import page as ui
+    from attnviz.app.web import handlers as ui
 
     ckpt = _official_file(tmp_path, "se_resnet50", _random_state("se_resnet50"))
-    with pytest.raises(gr.Error) as info:
-        ui.on_load_checkpoint(str(ckpt), "cbam_resnet50", None, [])
-    assert "does not fit cbam_resnet50" in info.value.message
-    assert "choose se_resnet50" in info.value.message
+    models_update, status, _ = ui.on_load_checkpoint(str(ckpt), "cbam_resnet50", None, [])
+    # the refusal stays in the checkpoint status area (not a toast), the suggestion first, the key lists after
+    text = status.split("**Not loaded.**", 1)[1].strip()
+    assert text.startswith("Choose se_resnet50: this looks like a SE checkpoint")
+    assert "not cbam_resnet50" in text and text.index("Choose se_resnet50") < text.index("missing key(s)")

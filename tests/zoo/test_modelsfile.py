@@ -119,14 +119,14 @@ def test_acceptance_the_page_serves_the_models_file_through_app_py_and_the_api(l
 
 
 def test_the_page_handler_with_models_mine(lab):
-    from attnviz.app.web import page as ui
+    from attnviz.app.web import choices, handlers
 
     folder, model = lab
     modelsfile.load_models_file(folder / "models.toml")
-    _, table, report = ui.api_compare(str(SCENE), "mine,baseline", "gradcam")
+    _, table, report = handlers.api_compare(str(SCENE), "mine,baseline", "gradcam")
     assert [m["model"] for m in report["models"]] == ["mine", "baseline"]
     assert ("mine", "baseline") == tuple(dict.fromkeys(table["model"]))
-    assert "mine" in {value for _, value in ui._model_choices()}
+    assert "mine" in {value for _, value in choices.model_choices()}
 
 
 def test_models_lists_and_options_apply(lab, tmp_path, capsys):

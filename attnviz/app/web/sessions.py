@@ -41,6 +41,7 @@ class SessionModels:
         CHECKPOINT_ROOT.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix="session-", dir=CHECKPOINT_ROOT))
         self.specs: dict[str, ModelSpec] = {}
+        self.files: dict[str, str] = {}      # model name -> the uploaded file's name
         self._lock = threading.Lock()
         self._added = 0
 
@@ -56,10 +57,11 @@ class SessionModels:
                 self.folder = Path(tempfile.mkdtemp(prefix="session-", dir=CHECKPOINT_ROOT))
             self._added += 1
             target = self.folder / str(self._added) / filename
+            name = self._unique_name(model_name(arch, filename), filename)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(upload, target)  # the server's upload cache is cleaned on its own schedule
         try:
-            spec = checkpoint_spec(arch, target, classes, name=model_name(arch, filename), allow_python=False)
+            spec = checkpoint_spec(arch, target, classes, name=name, allow_python=False)
         except Exception:
             shutil.rmtree(target.parent, ignore_errors=True)
             raise
@@ -67,9 +69,19 @@ class SessionModels:
         with self._lock:
             old = self.specs.pop(spec.name, None)
             self.specs[spec.name] = spec
+            self.files[spec.name] = filename
         if old is not None:
             self._drop(old)
         return spec
+
+    def _unique_name(self, name: str, filename: str) -> str:
+        """``name``, or ``name-2``, ``name-3`` ... when another file of this session already has it (x.pth and
+        x.pth.tar); loading the *same* file name again replaces that model."""
+        candidate, n = name, 1
+        while candidate in self.files and self.files[candidate] != filename:
+            n += 1
+            candidate = f"{name}-{n}"
+        return candidate
 
     def choices(self) -> list[tuple[str, str]]:
         """(label, name) pairs for the page's model list."""
@@ -87,7 +99,7 @@ class SessionModels:
     def release(self) -> None:
         """Evict every model of this session from the cache and delete its files (idempotent)."""
         with self._lock:
-            specs, self.specs = list(self.specs.values()), {}
+            specs, self.specs, self.files = list(self.specs.values()), {}, {}
         for spec in specs:
             zoo.evict(spec)
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -23,11 +23,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from attnviz.app import cli, pipeline
-from attnviz.core import engine
+from attnviz.core import slow
 from attnviz.data import images
 from attnviz.data.images import decode_image, load_mask
 from attnviz.errors import CheckpointError, ImageDecodeError, LimitExceededError
-from attnviz.zoo import checkpoints
+from attnviz.zoo import files as ckpt_files
 
 SCENE = sorted(p for p in (Path(__file__).resolve().parents[3] / "attnviz" / "assets" / "examples").glob("*.png")
                if not p.name.endswith("_mask.png"))[0]
@@ -282,14 +282,14 @@ def test_a_pth_whose_unpickling_would_run_code_is_refused_and_nothing_runs(tmp_p
     torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "payload": _Payload(marker)}, evil)
     assert not marker.exists()
     with pytest.raises(CheckpointError, match="Refused: the file contains Python objects"):
-        checkpoints.read_checkpoint(evil)
+        ckpt_files.read_checkpoint(evil)
     code = cli.main(["explain", str(SCENE), "--arch", "resnet18", "--checkpoint", str(evil), "--out",
                      str(tmp_path / "o"), "--quiet"])
     assert code == 2
-    from attnviz.app.web import page as ui
+    from attnviz.app.web import handlers
 
-    with pytest.raises(Exception, match="Refused"):
-        ui.on_load_checkpoint(str(evil), "resnet18", None, [])
+    _, status, _ = handlers.on_load_checkpoint(str(evil), "resnet18", None, [])
+    assert "Refused" in status
     assert not marker.exists()
 
 
@@ -298,31 +298,31 @@ def test_torchscript_archive_is_refused(tmp_path):
     path = tmp_path / "model.pt"
     scripted.save(str(path))
     with pytest.raises(CheckpointError, match="TorchScript archives are not accepted"):
-        checkpoints.read_checkpoint(path)
+        ckpt_files.read_checkpoint(path)
 
 
 @pytest.mark.parametrize("filename,data,phrase", [
-    ("notes.pth", b"definitely not a checkpoint", "not a readable PyTorch checkpoint"),
-    ("weights.safetensors", b"\x00" * 64, "not a valid .safetensors file"),
-    ("model.onnx", b"onnx", "Unsupported checkpoint type .onnx"),
-    ("empty.pth", b"", "The checkpoint file is empty"),
+    ("notes.pth", b"definitely not a checkpoint", "not a PyTorch or safetensors checkpoint"),
+    ("weights.safetensors", b"\x00" * 64, "not a PyTorch or safetensors checkpoint"),
+    ("model.onnx", b"onnx", "not a PyTorch or safetensors checkpoint by its name: unsupported checkpoint type .onnx"),
+    ("empty.pth", b"", "empty.pth is empty: not a PyTorch or safetensors checkpoint"),
 ])
 def test_wrong_formats_are_refused(tmp_path, filename, data, phrase):
     path = tmp_path / filename
     path.write_bytes(data)
     with pytest.raises(CheckpointError, match=phrase):
-        checkpoints.read_checkpoint(path)
+        ckpt_files.read_checkpoint(path)
 
 
 def test_nan_weights_and_absurd_shapes_are_refused(tmp_path, monkeypatch):
     state = {"fc.weight": torch.tensor([[1.0, float("nan")]]), "fc.bias": torch.zeros(1)}
     save_file(state, str(tmp_path / "nan.safetensors"))
     with pytest.raises(CheckpointError, match="'fc.weight' contains 1 NaN or infinite values"):
-        checkpoints.read_checkpoint(tmp_path / "nan.safetensors")
-    monkeypatch.setattr(checkpoints, "MAX_TENSOR_ELEMENTS", 100)
+        ckpt_files.read_checkpoint(tmp_path / "nan.safetensors")
+    monkeypatch.setattr(ckpt_files, "MAX_TENSOR_ELEMENTS", 100)
     save_file({"big": torch.zeros(11, 11)}, str(tmp_path / "big.safetensors"))
     with pytest.raises(CheckpointError, match="'big' has 121 elements"):
-        checkpoints.read_checkpoint(tmp_path / "big.safetensors")
+        ckpt_files.read_checkpoint(tmp_path / "big.safetensors")
 
 
 
@@ -343,7 +343,7 @@ def test_slow_methods_are_limited_to_a_few_models():
 
 
 def test_slow_method_time_budget(monkeypatch):
-    monkeypatch.setattr(engine, "SLOW_BUDGET_S", 0.001)
+    monkeypatch.setattr(slow, "SLOW_BUDGET_S", 0.001)
     with pytest.raises(LimitExceededError, match=r"scorecam on baseline needs about 128 forward passes .* the limit is 0 s"):
         pipeline.run(pipeline.Request(image=SCENE, models=["baseline"], methods=["scorecam"]))
 

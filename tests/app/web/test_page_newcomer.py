@@ -21,13 +21,14 @@ from PIL import Image
 from webapp import running_app
 
 import models
+from attnviz import api as engine  # compare / explain live in the API layer since the regroup
 from attnviz.app import cli, pipeline, render, report
+from attnviz.app.web import choices, downloads, handlers, views
 from attnviz.app.web import page as ui
 from attnviz.app.web import sessions as uploads
-from attnviz.core import engine
 from attnviz.data.examples import EXAMPLES_DIR
 from attnviz.results import AttentionMap
-from attnviz.zoo import checkpoints
+from attnviz.zoo import files as ckpt_files
 from attnviz.zoo import registry as zoo
 
 SCENES = sorted(p for p in EXAMPLES_DIR.glob("*.png") if not p.name.endswith("_mask.png"))
@@ -106,11 +107,11 @@ def test_no_note_when_no_bundled_model_is_in_the_request(photo, small_checkpoint
 def test_checkpoint_widget_types_are_the_readers_constant(small_checkpoint):
     app = ui.build_app()
     widget = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "checkpoint-file")
-    assert widget.file_types == list(checkpoints.CHECKPOINT_SUFFIXES)
+    assert widget.file_types == list(ckpt_files.CHECKPOINT_SUFFIXES)
     for name in ("cbam_resnet50.pth.tar", "x.pth", "x.safetensors", "x.PT", "x.bin", "x.ckpt"):
         assert is_valid_file(name, widget.file_types), name   # Gradio's own server-side check
-        assert checkpoints.checkpoint_suffix(name)
-    assert set(checkpoints.read_checkpoint(small_checkpoint)) == set(models.build("small_resnet", 11).state_dict())
+        assert ckpt_files.checkpoint_suffix(name)
+    assert set(ckpt_files.read_checkpoint(small_checkpoint)) == set(models.build("small_resnet", 11).state_dict())
 
 
 # ---- 3. the whole bundled zoo in one request --------------------------------------------------------------
@@ -126,8 +127,8 @@ def test_all_bundled_models_compare_in_one_request(url):
 
 def test_the_limit_is_said_when_the_model_list_is_full(monkeypatch):
     monkeypatch.setattr(pipeline, "MAX_MODELS_PER_REQUEST", 3)
-    below = ui.limit_note(["baseline", "se"])
-    full = ui.limit_note(["baseline", "se", "cbam"])
+    below = choices.limit_note(["baseline", "se"])
+    full = choices.limit_note(["baseline", "se", "cbam"])
     assert below["visible"] is False
     assert full["visible"] is True and "3 models is the limit per request" in full["value"]
 
@@ -193,33 +194,38 @@ def test_eviction_leaves_another_sessions_model_of_the_same_name(small_checkpoin
 
 def test_display_settings_redraw_the_stored_comparison_without_a_model_call(monkeypatch, tmp_path):
     result = pipeline.run(pipeline.Request(image=SCENE, models=["baseline", "cbam"]))
-    files = ui.write_downloads(result)
+    files = downloads.write_downloads(result)
     calls = []
     real_explain = engine.explain
     monkeypatch.setattr(engine, "explain", lambda *a, **k: calls.append(a) or real_explain(*a, **k))
     monkeypatch.setattr(pipeline, "compare", lambda *a, **k: calls.append(a) or engine.compare(*a, **k))
-    grid, gallery, new_files = ui.on_display(result.comparison, 0.9, "shared", "viridis", False, "cbam",
-                                             "stage summaries", None, files)
+    html, gallery, new_files = handlers.on_display(result.comparison, 0.9, "shared", "viridis", False, "cbam",
+                                                   "stage summaries", None, files)
     assert calls == []
-    # the colour bar column appeared (beside the "vs baseline" column a baseline row brings)
-    assert grid.shape[:2] == render.grid_shape(2, 2, shared_scale=True, extra_columns=1)
-    assert not np.array_equal(grid[:, :result.grid.shape[1]], result.grid)
+    assert "alt='shared colour scale'" in html and html.count("<tr data-model=") == 2
+    # the downloadable PNG follows: the colour bar column appeared (beside the "vs baseline" column)
+    png = np.asarray(Image.open(new_files[0]).convert("RGB"))
+    assert png.shape[:2] == render.grid_shape(2, 2, shared_scale=True, extra_columns=1)
+    assert np.array_equal(png, pipeline.render_grid(result.comparison, opacity=0.9, shared_scale=True,
+                                                    cmap="viridis"))
     assert gallery and new_files[1:] == files[1:] and new_files[0] != files[0]
-    assert np.array_equal(np.asarray(Image.open(new_files[0]).convert("RGB")), grid)
-    dark, _, _ = ui.on_display(result.comparison, 0.9, "shared", "viridis", True, "cbam", "stage summaries", None,
-                               files)
-    assert tuple(dark[2, 2]) == render.DARK.paper and tuple(grid[2, 2]) == render.LIGHT.paper
+    dark, _, _ = handlers.on_display(result.comparison, 0.9, "shared", "viridis", True, "cbam", "stage summaries",
+                                     None, files)
+    assert dark != html   # placeholders and charts on the dark page's own background
+    cells = pipeline.grid_cells(result.comparison, dark=True)
+    assert tuple(cells.rows[0].cells[-2][0, 0]) == render.DARK.muted_paper   # the baseline's "no attention module"
     assert calls == []
 
 
 # ---- 7. layers -----------------------------------------------------------------------------------------------
 
 def test_layer_choices_are_the_layers_the_selected_models_share():
-    assert ui.layer_choices(["baseline", "se"]) == [ui.DEFAULT_LAYER, "layer1", "layer2", "layer3"]
-    assert ui.layer_choices(["cc"]) == [ui.DEFAULT_LAYER, "layer1", "layer2", "layer3", "cc3"]
-    assert "cc3" not in ui.layer_choices(["baseline", "cc"]) and "danet3" not in ui.layer_choices(["cc", "danet"])
-    update, _ = ui.on_models_change(["baseline", "se"], "cc3", None)
-    assert update["value"] == [ui.DEFAULT_LAYER]                     # a layer no longer shared falls back
+    assert choices.layer_choices(["baseline", "se"]) == [choices.DEFAULT_LAYER, "layer1", "layer2", "layer3"]
+    assert choices.layer_choices(["cc"]) == [choices.DEFAULT_LAYER, "layer1", "layer2", "layer3", "cc3"]
+    assert "cc3" not in choices.layer_choices(["baseline", "cc"])
+    assert "danet3" not in choices.layer_choices(["cc", "danet"])
+    update, _, _, _ = handlers.on_models_change(["baseline", "se"], "cc3", choices.TOP1, choices.NO_CONTRAST, None)
+    assert update["value"] == [choices.DEFAULT_LAYER]                     # a layer no longer shared falls back
 
 
 @pytest.mark.parametrize("model,layer,stage,layout", [
@@ -254,11 +260,11 @@ def test_se_dead_excitation_is_labelled_in_report_and_panel():
     se = next(m for m in result.report["models"] if m["model"] == "se")
     assert [d["block"] for d in se["dead_gates"]] == ["layer1.1.se"]
     assert se["dead_gates"][0]["value"] == 0.5 and "32 channels" in se["dead_gates"][0]["label"]
-    captions = [c for _, c in ui.attention_gallery(result.comparison, "se", "every block")]
+    captions = [c for _, c in views.attention_gallery(result.comparison, "se", "every block")]
     assert sum("DEAD GATE" in c for c in captions) == 1 and "layer1.1.se" in next(c for c in captions if "DEAD" in c)
     # also among the stage summaries, where it would otherwise be averaged away
-    assert any("DEAD GATE" in c for _, c in ui.attention_gallery(result.comparison, "se", "stage summaries"))
-    assert "layer1.1.se" in ui._status(result)
+    assert any("DEAD GATE" in c for _, c in views.attention_gallery(result.comparison, "se", "stage summaries"))
+    assert "layer1.1.se" in views.status_markdown(result)
 
 
 def test_a_user_error_is_one_log_line_and_no_traceback(url, capfd, caplog):
@@ -279,7 +285,7 @@ def test_a_real_fault_keeps_its_traceback(monkeypatch, caplog):
 
     monkeypatch.setattr(pipeline, "run", broken)
     with pytest.raises(gr.Error, match="Something went wrong \\(RuntimeError\\)"):
-        ui.api_compare(str(SCENE), "baseline")
+        handlers.api_compare(str(SCENE), "baseline")
     faults = [r for r in caplog.records if r.exc_info]
     assert faults and "boom" in str(faults[0].exc_info[1])
 
@@ -294,7 +300,7 @@ def test_building_the_page_imports_neither_timm_nor_scikit_image():
 
     from conftest import PROJECT_ROOT
 
-    code = ("import sys, attnviz.app.web.page as ui; app = ui.build_app(); paths, labels = ui.example_inputs(); "
+    code = ("import sys, attnviz.app.web.page as ui; app = ui.build_app(); from attnviz.app.web.choices import example_inputs; paths, labels = example_inputs(); "
             "assert any(l.startswith('photo:') for l in labels), labels; "
             "print(sorted(m for m in ('timm', 'skimage') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,

@@ -1,0 +1,90 @@
+"""The page's stylesheet and the few lines of browser script it runs (no files, nothing fetched from outside)."""
+from __future__ import annotations
+
+NARROW_PX = 700   # below this width the grid becomes one card per model
+
+CSS = """
+/* tiny benchmark scenes fill the upload box instead of sitting at 128 px */
+#input-image img { width: 100%; height: 100%; object-fit: contain; }
+/* clickable pictures are never drawn larger than they are: Gradio maps clicks as if they were not */
+#box-picker img, #query-image img { width: auto !important; height: auto !important; max-width: 100%;
+  max-height: 100%; object-fit: contain; }
+/* a visible focus ring on every checkbox and radio (Gradio's default draws none on some) */
+#cam-methods input:focus-visible, #colour-scale input:focus-visible, input[type=checkbox]:focus-visible {
+  outline: 3px solid var(--color-accent, #f97316) !important; outline-offset: 2px; }
+/* gallery captions sit under their picture and wrap, instead of being cut or covering the map */
+#attention-gallery .thumbnail-item { aspect-ratio: auto !important; height: auto !important;
+  display: flex; flex-direction: column; }
+#attention-gallery .thumbnail-lg > img { height: auto !important; aspect-ratio: 200 / 218; }
+#attention-gallery .caption-label { position: static !important; white-space: normal !important;
+  overflow: visible !important; text-overflow: clip !important; max-width: 100% !important; opacity: 1 !important;
+  border: none !important; border-top: 1px solid var(--border-color-primary) !important; border-radius: 0 !important; }
+#attention-gallery .grid-wrap.fixed-height { max-height: none !important; min-height: 0 !important; }
+@media (max-width: 640px) {
+  #attention-gallery .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
+}
+#ood-note { border-left: 4px solid var(--color-accent, #f97316); padding-left: 10px; }
+#image-error { color: var(--error-text-color, #b91c1c); }
+#checkpoint-status .av-refused { border-left: 4px solid var(--error-text-color, #b91c1c); padding-left: 10px; }
+/* Compare and its progress share a row; the progress box keeps its place so nothing jumps */
+#run-row { align-items: center; }
+#run-progress { min-height: 64px; min-width: 220px; }
+#examples .gallery { flex-wrap: wrap; }
+
+/* ---- the grid: scaled to the frame, titles stay visible, one card per model on a narrow screen ---- */
+/* Gradio's page container clips with overflow: hidden, which makes it the scroll container of every sticky
+   element (the grid's titles would never stick); clip cuts the same overflow without being one */
+.gradio-container { overflow: clip !important; }
+#grid .av-grid { width: 100%; }
+#grid table.av-cells th, #grid table.av-cells td { border: none; }
+#grid table.av-cells { width: 100%; table-layout: fixed; border-collapse: separate; border-spacing: 4px; }
+#grid table.av-cells col.av-label-col { width: 150px; }
+#grid table.av-cells thead th { position: sticky; top: 0; z-index: 2; background: var(--background-fill-primary);
+  font-weight: 600; font-size: 13px; text-align: center; padding: 4px 2px; vertical-align: bottom;
+  overflow-wrap: anywhere; }
+#grid table.av-cells thead th small { display: block; font-weight: 400; font-size: 11px;
+  color: var(--body-text-color-subdued); }
+#grid table.av-cells th.av-label { text-align: left; vertical-align: top; font-weight: 400; font-size: 12px;
+  line-height: 1.35; overflow-wrap: anywhere; padding: 2px 4px; }
+#grid table.av-cells th.av-label b { font-size: 13px; }
+#grid table.av-cells td { padding: 0; vertical-align: top; }
+#grid table.av-cells td img { width: 100%; height: auto; display: block; cursor: zoom-in; }
+#grid td .av-cell-title { display: none; }
+#grid .av-grid.actual-size .av-scroll { overflow-x: auto; }
+#grid .av-grid.actual-size table.av-cells { width: auto; table-layout: auto; }
+#grid .av-grid.actual-size table.av-cells td img { width: auto; max-width: none; cursor: zoom-out; }
+#grid .av-legend { font-size: 12px; color: var(--body-text-color); margin: 6px 4px; }
+#grid .av-legend ul { margin: 2px 0 0 18px; padding: 0; }
+#grid .av-legend img { float: right; margin-left: 8px; }
+.av-table { width: 100%; border-collapse: collapse; font-size: 13px; }
+.av-table th, .av-table td { border-bottom: 1px solid var(--border-color-primary); padding: 4px 6px;
+  text-align: left; vertical-align: top; }
+.av-table caption { text-align: left; font-weight: 600; padding: 4px 0; caption-side: top; }
+@media (max-width: NARROWpx) {
+  #grid table.av-cells, #grid table.av-cells tbody { display: block; width: 100%; }
+  #grid table.av-cells thead, #grid table.av-cells colgroup { display: none; }
+  #grid table.av-cells tr { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 6px;
+    margin: 0 0 14px 0; padding: 6px; border: 1px solid var(--border-color-primary); border-radius: 8px; }
+  #grid table.av-cells th.av-label { grid-column: 1 / -1; display: block; }
+  #grid table.av-cells td { display: block; }
+  #grid td .av-cell-title { display: block; font-size: 11px; line-height: 1.3; margin-bottom: 2px; }
+  /* tables: one block per row, each value under its column name */
+  .av-table thead { display: none; }
+  .av-table caption { display: block; width: 100%; }
+  .av-table, .av-table tbody, .av-table tr, .av-table td { display: block; width: 100%; }
+  .av-table tr { border-bottom: 1px solid var(--border-color-primary); padding: 4px 0; }
+  .av-table td { border: none; padding: 1px 4px; }
+  .av-table td::before { content: attr(data-label) ": "; font-weight: 600; }
+}
+""".replace("NARROW", str(NARROW_PX))
+
+DARK_JS = "() => document.body.classList.contains('dark') || document.documentElement.classList.contains('dark')"
+
+# The answer arrived: bring the results into view (the settings above them can fill a screen).
+SHOW_RESULTS_JS = """() => { const s = document.querySelector('#results');
+  if (s && s.offsetParent !== null) s.scrollIntoView({block: 'start'}); }"""
+
+# Clicking a picture of the grid toggles 1:1 size (the grid is otherwise scaled to the frame).
+GRID_ZOOM_JS = """element.addEventListener('click', (e) => {
+  if (e.target.tagName !== 'IMG') return;
+  const g = element.querySelector('.av-grid'); if (g) g.classList.toggle('actual-size'); });"""

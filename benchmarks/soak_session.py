@@ -1,0 +1,152 @@
+"""The "varied session" soak: what a person does in the browser, repeated until N requests were served.
+
+Drives Debian's Chromium (Playwright) against a server started as ``attnviz serve`` in a subprocess with every
+bundled model selectable. Each round opens a tab, uploads an image (scenes and resized photos in turn), picks a
+different set of models (all 13 every fourth round), CAM methods and layer, compares, re-renders with other
+display settings (colour map, opacity, colour scale), and every third round uploads a 45 MB checkpoint and
+compares with it; then the tab is closed. A request is one call that reaches the server's queue: a comparison,
+a re-render, a checkpoint load. The server's RSS is read from /proc after the warm-up rounds and every round.
+
+Run:  python benchmarks/soak_session.py [--requests 300] [--warmup-rounds 2]
+Used by benchmarks/soak.py --varied (same options).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from soak import inputs, rss_mb  # noqa: E402
+from webapp import free_port, wait_until_serving  # noqa: E402
+
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run"]
+METHOD_SETS = [(), ("XGrad-CAM",), ("LayerCAM", "Eigen-CAM"), ("HiResCAM",)]
+LAYERS = ["layer2", "layer1", None, "layer3"]
+CMAPS = ["viridis", "turbo", "jet", "magma"]
+
+
+def checkpoint(folder: Path) -> Path:
+    """A 45 MB checkpoint (ResNet-18, random weights, 1000 classes), as a user's own file would be."""
+    import torch
+
+    import models
+
+    path = folder / "mine.pth"
+    torch.manual_seed(0)
+    torch.save(models.build("resnet18", 1000).state_dict(), path)
+    return path
+
+
+def _wait_status(page, before: str) -> None:
+    page.wait_for_function("old => { const s = document.querySelector('#status');"
+                           " return s && s.innerText.includes('models') && s.innerText !== old; }",
+                           arg=before, timeout=600_000)
+
+
+def _status(page) -> str:
+    return page.locator("#status").inner_text() if page.locator("#status").count() else ""
+
+
+def one_round(browser, url: str, k: int, images: list[Path], ckpt: Path) -> int:
+    """One tab's life; returns how many requests it sent."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(600_000)
+    page.goto(url, wait_until="load")
+    page.locator("#compare-button").wait_for(state="visible")
+    sent = 0
+    page.locator("#input-image input[type=file]").set_input_files(str(images[k % len(images)]))
+    page.wait_for_timeout(800)
+    for name in METHOD_SETS[k % len(METHOD_SETS)]:
+        page.locator("#cam-methods").get_by_text(name, exact=True).click()
+    if k % 4 != 3:   # fewer models: remove some of the 13 (every fourth round keeps them all)
+        for _ in range(6 + k % 5):
+            page.locator("#models .token-remove").first.click()
+    layer = LAYERS[k % len(LAYERS)]
+    if layer:
+        page.locator("#layer input").click()
+        options = page.get_by_role("option", name=layer, exact=True)
+        if options.count():
+            options.first.click()
+        page.keyboard.press("Escape")
+    if k % 3 == 2:
+        page.locator("#checkpoint-box").get_by_text("Your own checkpoint").click()
+        page.locator("#checkpoint-file input[type=file]").set_input_files(str(ckpt))
+        page.locator("#checkpoint-arch input").fill("resnet18")
+        page.locator("#checkpoint-arch input").press("Enter")
+        page.wait_for_timeout(1500)
+        page.click("#checkpoint-load")
+        page.locator("#checkpoint-status").get_by_text("Loaded").wait_for(timeout=600_000)
+        sent += 1
+    before = _status(page)
+    page.click("#compare-button")
+    _wait_status(page, before)
+    sent += 1
+    for cmap in CMAPS[: 2 + k % 3]:   # re-renders of the stored comparison
+        page.locator("#cmap input").click()
+        page.get_by_role("option", name=cmap, exact=True).click()
+        page.wait_for_timeout(1200)
+        sent += 1
+    page.locator("#colour-scale").get_by_text("shared" if k % 2 else "per model").click()
+    sent += 1
+    page.wait_for_timeout(1500)
+    page.close()
+    return sent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--warmup-rounds", type=int, default=2)
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    from attnviz.zoo.registry import bundled
+
+    names = bundled()
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "GRADIO_HEARTBEAT_INTERVAL": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "attnviz", "serve", "--port", str(port), "--models",
+                               ",".join(names)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_serving(url, timeout=180)
+        with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+            images, ckpt = inputs(Path(tmp)), checkpoint(Path(tmp))
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS, headless=True)
+            k = 0
+            for _ in range(args.warmup_rounds):
+                one_round(browser, url, k, images, ckpt)
+                k += 1
+            time.sleep(3)
+            start = rss_mb(server.pid)
+            samples, sent, t0 = [start], 0, time.perf_counter()
+            print(f"RSS after {args.warmup_rounds} warm-up rounds: {start:.0f} MB", flush=True)
+            while sent < args.requests:
+                sent += one_round(browser, url, k, images, ckpt)
+                k += 1
+                samples.append(rss_mb(server.pid))
+                print(f"round {k}: {sent} requests, RSS {samples[-1]:.0f} MB, {time.perf_counter() - t0:.0f} s",
+                      flush=True)
+            browser.close()
+            time.sleep(3)
+            end = rss_mb(server.pid)
+        print(f"{sent} requests in {k - args.warmup_rounds} rounds (tabs), {time.perf_counter() - t0:.0f} s")
+        print(f"RSS after warm-up {start:.0f} MB, at end {end:.0f} MB, growth {end - start:+.1f} MB "
+              f"(max {max(samples):.0f} MB)")
+        print("RSS per round (MB): " + ", ".join(f"{s:.0f}" for s in samples))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
