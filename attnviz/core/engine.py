@@ -90,11 +90,12 @@ def wrap_module(net: nn.Module, device: str | torch.device | None) -> LoadedMode
 
 
 def _prepare_inputs(images, spec: ModelSpec | None) -> tuple[torch.Tensor, list[np.ndarray | None]]:
-    """(N, 3, H, W) float tensor on the CPU plus each image's uint8 model view (None for tensor inputs)."""
+    """(N, 3, H, W) float tensor (where a tensor input already is, else on the CPU) plus each image's uint8 model
+    view (None for tensor inputs)."""
     if isinstance(images, torch.Tensor):
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] < 1:
             raise AttnvizError(f"A tensor input must have shape (N, 3, H, W), got {tuple(images.shape)}.")
-        return images.detach().float().cpu(), [None] * images.shape[0]
+        return images.detach().float(), [None] * images.shape[0]   # each chunk moves to the model's device
     if spec is None:
         raise AttnvizError("A plain nn.Module needs an already preprocessed (N, 3, H, W) tensor as the images.")
     if isinstance(images, np.ndarray) and images.ndim == 4:
@@ -240,6 +241,7 @@ class _Pass:
     """What the locked forward/backward of a chunk leaves: logits, tapped outputs, their gradients per score."""
 
     own: np.ndarray
+    probs: np.ndarray
     tapped: list[torch.Tensor]
     grads: dict[str, list[torch.Tensor | None]]
     maps_per_image: list[list[AttentionMap]]
@@ -279,7 +281,8 @@ def _forward_and_gradients(r: LoadedModel, x: torch.Tensor, plan: _Plan, o: _Opt
             maps_per_image = [recording.maps(ident * b + i) for i in range(b)] if recording is not None else \
                 [[] for _ in range(b)]
         t2 = cam_core.now_ms()
-        logits_np = logits_all.detach().float().cpu().numpy()
+        scores = logits_all.detach().float()  # logits and probabilities leave the device in one copy
+        logits_np, probs_np = to_host([scores, torch.softmax(scores[ident * b:(ident + 1) * b], dim=1)])
         own = logits_np[ident * b:(ident + 1) * b]
         names = o.names or tuple(f"class_{i}" for i in range(own.shape[-1]))
         if len(names) != own.shape[-1]:
@@ -302,7 +305,7 @@ def _forward_and_gradients(r: LoadedModel, x: torch.Tensor, plan: _Plan, o: _Opt
         slow_maps = {m: slow_cams(m, r.model, plan.layer_modules, x, target_idx, contrast_idx, (height, width),
                                   o.eigen_smooth, o.aug_smooth) for m in plan.slow}
         t4 = cam_core.now_ms()
-    return _Pass(own, tapped, grads, maps_per_image, target_idx, contrast_idx, names, slow_maps,
+    return _Pass(own, probs_np, tapped, grads, maps_per_image, target_idx, contrast_idx, names, slow_maps,
                  {"t1": t1, "t2": t2, "t3": t3, "t4": t4})
 
 
@@ -349,7 +352,6 @@ def _to_host(computed: dict[str, cam_core.CamArrays], slow_maps: dict[str, np.nd
 def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArrays], o: _Options,
                   views: list[np.ndarray | None], share: dict[str, float], slow: bool) -> list[Explanation]:
     """One :class:`Explanation` per image of the chunk."""
-    probs_all = torch.softmax(torch.from_numpy(p.own), dim=1).numpy()
     names = p.names
     options = {"layers": list(o.layer_names), "eigen_smooth": o.eigen_smooth, "aug_smooth": o.aug_smooth,
                "amp": bool(o.amp and r.device.type == "cuda"), "batch": len(views)}
@@ -368,7 +370,7 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
         if theta is not None:  # a spatial transformer: CAMs live on its warped view; show them on the input
             cams = {m: CamMap(m, _renormalise(cam_core.warp_to_input(c.heatmap, theta)),
                               cam_core.warp_to_input(c.raw, theta), c.layer_map) for m, c in cams.items()}
-        probs = probs_all[i]
+        probs = p.probs[i]
         order = np.argsort(-probs, kind="stable")[:max(1, o.topk)]
         t, c = p.target_idx[i], p.contrast_idx[i]
         out.append(Explanation(
@@ -384,15 +386,15 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
     return out
 
 
-def _explain_chunk(r: LoadedModel, x_cpu: torch.Tensor, views: list[np.ndarray | None], targets: list[Target],
+def _explain_chunk(r: LoadedModel, x_chunk: torch.Tensor, views: list[np.ndarray | None], targets: list[Target],
                    contrasts: list[Target], o: _Options) -> list[Explanation]:
     """ONE forward + one backward per distinct score for a chunk of images -> one Explanation per image."""
     t0 = cam_core.now_ms()
-    b = x_cpu.shape[0]
-    input_hw = (int(x_cpu.shape[-2]), int(x_cpu.shape[-1]))
+    b = x_chunk.shape[0]
+    input_hw = (int(x_chunk.shape[-2]), int(x_chunk.shape[-1]))
     plan = _plan(r, o)
     transforms, ident = _augmentations(o.aug_smooth)
-    p = _forward_and_gradients(r, x_cpu.to(r.device), plan, o, transforms, ident, targets, contrasts)
+    p = _forward_and_gradients(r, x_chunk.to(r.device), plan, o, transforms, ident, targets, contrasts)
     computed = _to_host(_cam_arrays(r, plan, p, o, transforms, ident, b, input_hw), p.slow_maps)
     t1, t2, t3, t4, t5 = p.times["t1"], p.times["t2"], p.times["t3"], p.times["t4"], cam_core.now_ms()
     share = {"forward": (t2 - t1) / b, "backward": (t3 - t2) / b, "cams": (t5 - t4) / b,
