@@ -4,8 +4,10 @@ Every contender gets the same batch of ``--batch`` images with per-image targets
 interleaved round-robin (``--repeats`` rounds after one small warm-up call each), so load on a shared machine
 hits them alike, and the table reports medians and their ratios.
 
-  1. Grad-CAM + Grad-CAM++: the library's batched GradCAM(x) + GradCAMPlusPlus(x) calls, attnviz ``explain()``
-     image by image, ``explain_batch()``, and ``explain_batch()`` with all ten one-pass methods;
+  1. Grad-CAM + Grad-CAM++: a plain forward (no autograd; the floor), the library's batched GradCAM(x) +
+     GradCAMPlusPlus(x) calls, attnviz ``explain()`` image by image, ``explain_batch()`` with Grad-CAM alone and
+     with the two, and ``explain_batch()`` with all ten one-pass methods; the last column is explain_batch's time
+     as a multiple of the plain forward's (one method / two);
   2. each newer one-pass method (Grad-CAM element-wise, EigenGrad-CAM, Eigen-CAM, KPCA-CAM, Finer-CAM) vs its
      library class;
   3. three fused layers (ResNet-50: layer2+layer3+layer4; the bundled models: layer1+layer2+layer3), Grad-CAM +
@@ -87,6 +89,14 @@ def engine_batch(case: Case, methods: tuple[str, ...], layers: list[str], per_im
     return run
 
 
+def plain_forward(case: Case) -> Callable:
+    """The floor: the model's forward alone, without autograd."""
+    def run(x: torch.Tensor, targets: list[int]) -> None:
+        with torch.no_grad():
+            case.model(x)
+    return run
+
+
 def engine_per_image(case: Case, methods: tuple[str, ...]) -> Callable:
     def run(x: torch.Tensor, targets: list[int]) -> None:
         for i in range(len(x)):
@@ -107,39 +117,29 @@ def images_per_s(case: Case, contenders: dict[str, Callable], repeats: int) -> d
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--models", default="resnet50,baseline,cbam,triplet",
-                        help="resnet50 (torchvision, random weights) and/or bundled model names")
-    parser.add_argument("--new-methods-on", default="resnet50,cbam",
-                        help="models that get the per-method rows (section 2)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# torch {torch.__version__}, {args.threads} threads, {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load average {load:.1f} at start; batch {args.batch}; images/s, medians of {args.repeats} "
-          f"interleaved rounds")
-    all_cases = cases([m.strip() for m in args.models.split(",") if m.strip()], args.batch)
+def section_one(all_cases: list[Case], repeats: int) -> None:
     two = ("gradcam", "gradcam++")
-
     print("\n## Grad-CAM + Grad-CAM++, per-image targets\n")
-    print("| model | library (batched) | explain() per image | explain_batch | explain_batch, all 10 methods | "
-          "batch / library | batch / per image |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | plain forward | library (batched) | explain() per image | explain_batch, Grad-CAM | "
+          "explain_batch | explain_batch, all 10 methods | batch / library | batch / per image | "
+          "time vs plain forward: Grad-CAM / two |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for case in all_cases:
         r = images_per_s(case, {
+            "plain": plain_forward(case),
             "library": library(case, [GradCAM, GradCAMPlusPlus], [case.layer]),
             "single": engine_per_image(case, two),
+            "one": engine_batch(case, ("gradcam",), [case.layer]),
             "batch": engine_batch(case, two, [case.layer]),
             "all10": engine_batch(case, ALL_ONE_PASS, [case.layer]),
-        }, args.repeats)
-        print(f"| {case.label}, {case.layer} | {r['library']:.1f} | {r['single']:.1f} | {r['batch']:.1f} | "
-              f"{r['all10']:.1f} | **{r['batch'] / r['library']:.2f}×** | {r['batch'] / r['single']:.2f}× |",
+        }, repeats)
+        print(f"| {case.label}, {case.layer} | {r['plain']:.1f} | {r['library']:.1f} | {r['single']:.1f} | "
+              f"{r['one']:.1f} | {r['batch']:.1f} | {r['all10']:.1f} | **{r['batch'] / r['library']:.2f}×** | "
+              f"{r['batch'] / r['single']:.2f}× | {r['plain'] / r['one']:.2f}× / {r['plain'] / r['batch']:.2f}× |",
               flush=True)
 
+
+def section_two(all_cases: list[Case], args: argparse.Namespace) -> None:
     print("\n## Newer one-pass methods vs their pytorch-grad-cam class\n")
     print("| model | method | library (batched) | explain_batch | batch / library |")
     print("|---|---|---|---|---|")
@@ -154,6 +154,9 @@ def main() -> None:
             print(f"| {case.label}, {case.layer} | {method} | {r['library']:.1f} | {r['batch']:.1f} | "
                   f"{r['batch'] / r['library']:.2f}× |", flush=True)
 
+
+def section_three(all_cases: list[Case], repeats: int) -> None:
+    two = ("gradcam", "gradcam++")
     print("\n## Three fused layers, Grad-CAM + Grad-CAM++\n")
     print("| model | layers | library (batched) | explain_batch | batch / library |")
     print("|---|---|---|---|---|")
@@ -161,9 +164,35 @@ def main() -> None:
         r = images_per_s(case, {
             "library": library(case, [GradCAM, GradCAMPlusPlus], case.fused),
             "batch": engine_batch(case, two, case.fused),
-        }, args.repeats)
+        }, repeats)
         print(f"| {case.label} | {'+'.join(case.fused)} | {r['library']:.1f} | {r['batch']:.1f} | "
               f"{r['batch'] / r['library']:.2f}× |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--models", default="resnet50,baseline,cbam,triplet",
+                        help="resnet50 (torchvision, random weights) and/or bundled model names")
+    parser.add_argument("--sections", default="1,2,3", help="which of the three sections to run")
+    parser.add_argument("--new-methods-on", default="resnet50,cbam",
+                        help="models that get the per-method rows (section 2)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# torch {torch.__version__}, {args.threads} threads, {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"load average {load:.1f} at start; batch {args.batch}; images/s, medians of {args.repeats} "
+          f"interleaved rounds")
+    all_cases = cases([m.strip() for m in args.models.split(",") if m.strip()], args.batch)
+    sections = {int(v) for v in args.sections.split(",")}
+    if 1 in sections:
+        section_one(all_cases, args.repeats)
+    if 2 in sections:
+        section_two(all_cases, args)
+    if 3 in sections:
+        section_three(all_cases, args.repeats)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n# load average {load:.1f} at the end")
 

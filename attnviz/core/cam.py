@@ -1,30 +1,36 @@
-"""One-pass Grad-CAM family: the formulas (borrowed from pytorch-grad-cam) and the layer taps that feed them.
+"""One-pass Grad-CAM family: the layer taps that feed the formulas, and the maps made from them on the device.
 
 Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, Grad-CAM element-wise, EigenGrad-CAM and Finer-CAM need
 only the CAM layer's activations A and the gradient dS/dA of a score S; Eigen-CAM and KPCA-CAM need only A.
 pytorch-grad-cam recomputes both, with a full backward through every parameter, once per method. Here the
 network runs *once*, without autograd up to the earliest tapped layer; autograd switches on there (a forward
 hook swaps in a leaf tensor) so the backward only spans the layers after it, and one backward per distinct
-score serves every method of a whole batch. The per-method formulas are the library's own ``get_cam_image``,
-so the maps equal the library's.
+score serves every method of a whole batch. The formulas (:mod:`attnviz.core.cam_formulas`), the min-max scaling
+and the resizing to the input run in torch on the model's device for the whole batch, step for step as
+pytorch-grad-cam does them in numpy/OpenCV, so the maps equal the library's.
+
+Resizing: ``cv2.resize(..., INTER_LINEAR)`` (the library's) upsamples with half-pixel centres and clamped edges,
+which is ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)``: equal to 1 float32 ulp
+(1.2e-7) for every upsampling tried (7->224, 8->128, 5x7->160x224, 56->224). (Downsampling, a CAM layer larger
+than the input, differs by up to ~2e-5; no CAM layer is.)
 
 Adding a method: one entry in :data:`attnviz.core.methods.CATALOGUE` naming the pytorch-grad-cam class whose
-formula it uses (or a function).
+maps it reproduces (its torch formula is looked up in :data:`attnviz.core.cam_formulas.BY_LIBRARY_CLASS`; a class
+without one runs its own numpy formula on the host) or a torch function.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from pytorch_grad_cam import KPCA_CAM
-from pytorch_grad_cam.base_cam import BaseCAM
-from pytorch_grad_cam.utils.image import scale_cam_image
+import torch.nn.functional as F
 from torch import nn
 
+from attnviz.core import cam_formulas
 from attnviz.core import methods as catalogue
 from attnviz.errors import TargetError
 
@@ -32,30 +38,17 @@ FINER_ALPHA = 1.0           # pytorch-grad-cam's FinerCAM default
 FINER_COMPARISONS = 3       # and its default number of most-similar classes
 
 
-class _NoHooks:
-    """Stands in for ``ActivationsAndGradients`` so a formula-only CAM object owns no hooks."""
-
-    def release(self) -> None:
-        return None
-
-
-def _formula(cls: type[BaseCAM]) -> BaseCAM:
-    """An instance of a pytorch-grad-cam class used only for its formulas (``__init__`` would hook the model)."""
-    obj = cls.__new__(cls)
-    obj.activations_and_grads = _NoHooks()
-    if cls is KPCA_CAM:  # the constructor's defaults, which its formula reads
-        obj.kernel, obj.gamma = "sigmoid", None
-    return obj
-
-
-def cam_formula(method: str) -> Callable[[np.ndarray, np.ndarray | None, bool], np.ndarray]:
-    """A one-pass method's formula ``(activations, gradients, eigen_smooth) -> (B, h, w)`` from its catalogue entry:
-    a pytorch-grad-cam class's own ``get_cam_image``, or the entry's function."""
-    compute = catalogue.get(method).resolve()
-    if isinstance(compute, type) and issubclass(compute, BaseCAM):
-        formula = _formula(compute)
-        return lambda acts, grads, eigen_smooth: formula.get_cam_image(None, None, None, acts, grads, eigen_smooth)
-    return compute
+def cam_formula(method: str) -> cam_formulas.Formula:
+    """A one-pass method's torch formula ``(activations, gradients, eigen_smooth) -> (B, h, w)``: the one
+    :data:`~attnviz.core.cam_formulas.BY_LIBRARY_CLASS` gives for the pytorch-grad-cam class the catalogue entry
+    names, the library class's own numpy formula (on the host) when there is none, or the entry's function."""
+    spec = catalogue.get(method)
+    if isinstance(spec.compute, str) and spec.compute.startswith("pytorch_grad_cam:"):
+        formula = cam_formulas.BY_LIBRARY_CLASS.get(spec.compute.partition(":")[2])
+        if formula is not None:
+            return formula
+    compute = spec.resolve()
+    return cam_formulas.library_formula(compute) if isinstance(compute, type) else compute
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
@@ -169,50 +162,73 @@ def to_feature_map(t: torch.Tensor, module: nn.Module, model: nn.Module, input_h
     return t[:, prefix:, :].reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
 
 
-# ---- maps -----------------------------------------------------------------------------------------------
+# ---- maps ----------------------------------------------------------------------------------------------
 
 @dataclass
 class CamArrays:
     """Per method, for a batch: ``heatmap`` (B, H, W) in [0, 1] as pytorch-grad-cam returns it, ``raw`` (B, H, W)
-    un-normalised at input size, ``layer_map`` (B, h, w) at the first CAM layer's resolution."""
+    un-normalised at input size, ``layer_map`` (B, h, w) at the first CAM layer's resolution. Torch tensors on the
+    model's device while the engine works on them; numpy once it has copied a chunk to the host."""
 
-    heatmap: np.ndarray
-    raw: np.ndarray
-    layer_map: np.ndarray
+    heatmap: torch.Tensor | np.ndarray
+    raw: torch.Tensor | np.ndarray
+    layer_map: torch.Tensor | np.ndarray
 
 
-def compute_cams(activations: Sequence[np.ndarray], gradients: dict[str, Sequence[np.ndarray] | None],
+def scale_maps(maps: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's ``scale_cam_image`` without resizing: each (h, w) map minus its minimum, divided by
+    1e-7 + its new maximum (float32, as the library)."""
+    maps = maps - maps.amin(dim=(-2, -1), keepdim=True)
+    return maps.div_(1e-7 + maps.amax(dim=(-2, -1), keepdim=True))
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) -> (N, H, W) like ``cv2.resize(INTER_LINEAR)`` (see the module docstring)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps.clone()
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False, antialias=False)[:, 0]
+
+
+def maps_from_layers(per_layer: Sequence[torch.Tensor], input_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(heatmap, raw) at ``input_size`` from non-negative (N, h_l, w_l) maps of one or more layers: pytorch-grad-cam's
+    post-processing step for step (per-layer min-max and bilinear resize, ReLU, mean over layers, min-max again);
+    ``raw`` is the mean of the resized un-normalised maps. One resize call per layer for all N maps."""
+    n = per_layer[0].shape[0]
+    scaled, raws = [], []
+    for cam in per_layer:
+        both = resize_maps(torch.cat([scale_maps(cam), cam]), input_size)
+        scaled.append(both[:n])
+        raws.append(both[n:])
+    if len(scaled) == 1:  # the library's ReLU and mean over one layer leave a [0, 1] map exactly as it is
+        return scale_maps(scaled[0]), raws[0].clamp_min_(0)
+    heat = scale_maps(torch.stack(scaled).clamp_min_(0).mean(dim=0))
+    return heat, torch.stack(raws).mean(dim=0).clamp_min_(0)
+
+
+@torch.no_grad()
+def compute_cams(activations: Sequence[torch.Tensor], gradients: dict[str, Sequence[torch.Tensor] | None],
                  methods: Sequence[str], input_size: tuple[int, int], eigen_smooth: bool = False) -> dict[str, CamArrays]:
-    """Every method's maps from per-layer activations and per-score gradients (each (B, C, h, w) float32).
+    """Every method's maps from per-layer activations and per-score gradients (each (B, C, h, w) float32 tensors on
+    the model's device); the maps stay there.
 
     ``gradients`` maps a score kind ("target", "finer") to the per-layer gradients of that score. ``heatmap``
-    reproduces pytorch-grad-cam's post-processing step for step (ReLU, per-layer min-max and bilinear resize,
-    ReLU, mean over layers, min-max again), so it equals the library's output with the same target layers.
+    reproduces pytorch-grad-cam's post-processing (:func:`maps_from_layers`), so it equals the library's output
+    with the same target layers. All methods of a layer are scaled and resized together.
     """
-    import cv2  # local: keeps module import light for the CLI's --help
-
-    height, width = input_size
-    out: dict[str, CamArrays] = {}
-    for method in methods:
-        spec = catalogue.get(method)
-        formula = cam_formula(method)
-        grads = gradients.get(spec.score) if spec.gradients else None
-        per_layer, raws, first_layer = [], [], None
-        for i, acts in enumerate(activations):
-            layer_grads = grads[i] if grads is not None else None
-            cam = formula(acts, layer_grads, eigen_smooth)
-            cam = np.maximum(cam, 0).astype(np.float32, copy=False)             # (B, h, w)
-            per_layer.append(scale_cam_image(cam, (width, height)))             # library: per-layer scaling
-            raws.append(np.stack([cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR) for c in cam]))
-            if first_layer is None:
-                first_layer = cam
-        if len(per_layer) == 1:  # the library's ReLU and mean over one layer leave a [0, 1] map exactly as it is
-            heat, raw = scale_cam_image(per_layer[0]), np.maximum(raws[0], 0)
-        else:
-            heat = scale_cam_image(np.mean(np.maximum(np.stack(per_layer, axis=1), 0), axis=1))
-            raw = np.maximum(np.mean(np.stack(raws), axis=0), 0)
-        out[method] = CamArrays(heat.astype(np.float32, copy=False), raw.astype(np.float32, copy=False), first_layer)
-    return out
+    formulas = {m: cam_formula(m) for m in methods}
+    per_layer: list[torch.Tensor] = []
+    for i, acts in enumerate(activations):
+        cams = []
+        for method in methods:
+            spec = catalogue.get(method)
+            grads = gradients.get(spec.score) if spec.gradients else None
+            cam = formulas[method](acts, grads[i] if grads is not None else None, eigen_smooth)
+            cams.append(cam.float().clamp_min(0))                                 # (B, h, w)
+        per_layer.append(torch.cat(cams))                                          # (M*B, h, w), method-major
+    heat, raw = maps_from_layers(per_layer, input_size)
+    b = activations[0].shape[0]
+    return {m: CamArrays(heat[j * b:(j + 1) * b], raw[j * b:(j + 1) * b], per_layer[0][j * b:(j + 1) * b])
+            for j, m in enumerate(methods)}
 
 
 def finer_comparisons(logits: np.ndarray, target: int, count: int = FINER_COMPARISONS) -> list[int]:

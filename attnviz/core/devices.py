@@ -2,15 +2,17 @@
 
 Every entry point (API ``device=``, CLI ``--device``, ``ATTNVIZ_DEVICE`` for the page and the Docker image) goes
 through :func:`resolve_device`, so an absent or broken device is the same one readable line everywhere instead of
-a CUDA traceback in the middle of a request.
+a CUDA traceback in the middle of a request. :func:`to_host` is how the engine's results leave the device: one
+copy for many tensors.
 """
 from __future__ import annotations
 
 import os
 import re
 from contextlib import nullcontext
-from typing import ContextManager
+from typing import ContextManager, Sequence
 
+import numpy as np
 import torch
 
 from attnviz.errors import DeviceError
@@ -93,3 +95,20 @@ def autocast(device: torch.device, enabled: bool) -> ContextManager:
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return nullcontext()
+
+
+def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Tensors of any shapes (on one device) as numpy arrays, with ONE device->host copy per dtype: flattened and
+    concatenated on the device, copied, split on the host (the arrays are views of that one host buffer)."""
+    out: list[np.ndarray | None] = [None] * len(tensors)
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_dtype.setdefault(t.dtype, []).append(i)
+    for indices in by_dtype.values():
+        flat = torch.cat([tensors[i].detach().reshape(-1) for i in indices]).cpu().numpy()
+        at = 0
+        for i in indices:
+            size = tensors[i].numel()
+            out[i] = flat[at:at + size].reshape(tuple(tensors[i].shape))
+            at += size
+    return out  # type: ignore[return-value]

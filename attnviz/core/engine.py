@@ -22,7 +22,7 @@ from torch import nn
 
 from attnviz.core import cam as cam_core
 from attnviz.core import methods as catalogue
-from attnviz.core.devices import autocast, resolve_device
+from attnviz.core.devices import autocast, resolve_device, to_host
 from attnviz.core.layers import default_cam_layer
 from attnviz.core.recording.recorder import record_attention, stage_summaries
 from attnviz.core.slow import check_slow_budget, slow_cams
@@ -90,11 +90,12 @@ def wrap_module(net: nn.Module, device: str | torch.device | None) -> LoadedMode
 
 
 def _prepare_inputs(images, spec: ModelSpec | None) -> tuple[torch.Tensor, list[np.ndarray | None]]:
-    """(N, 3, H, W) float tensor on the CPU plus each image's uint8 model view (None for tensor inputs)."""
+    """(N, 3, H, W) float tensor (where a tensor input already is, else on the CPU) plus each image's uint8 model
+    view (None for tensor inputs)."""
     if isinstance(images, torch.Tensor):
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] < 1:
             raise AttnvizError(f"A tensor input must have shape (N, 3, H, W), got {tuple(images.shape)}.")
-        return images.detach().float().cpu(), [None] * images.shape[0]
+        return images.detach().float(), [None] * images.shape[0]   # each chunk moves to the model's device
     if spec is None:
         raise AttnvizError("A plain nn.Module needs an already preprocessed (N, 3, H, W) tensor as the images.")
     if isinstance(images, np.ndarray) and images.ndim == 4:
@@ -163,33 +164,38 @@ def _scores(kind: str, logits: torch.Tensor, targets: list[int], contrasts: list
             keep = torch.tensor([c is not None for c in contrasts], device=logits.device)
             score = score - torch.where(keep, logits[rows, other], torch.zeros_like(score))
         return score.float().sum()
-    from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
-
-    total = logits.new_zeros((), dtype=torch.float32)
-    for i, (t, c) in enumerate(zip(targets, contrasts)):
-        comparisons = [c] if c is not None else cam_core.finer_comparisons(logits_np[i], t)
-        total = total + FinerWeightedTarget(t, comparisons, cam_core.FINER_ALPHA)(logits[i].float())
-    return total
+    comparisons = [[c] if c is not None else cam_core.finer_comparisons(logits_np[i], t)
+                   for i, (t, c) in enumerate(zip(targets, contrasts))]
+    return _finer_scores(logits.float(), wanted, comparisons).sum()
 
 
-def _deaugment(maps: np.ndarray, transforms: list, batch: int) -> np.ndarray:
-    """(T*b, H, W) maps of T augmented copies -> their mean in the original frame (pytorch-grad-cam's order)."""
+def _finer_scores(logits: torch.Tensor, targets: torch.Tensor, comparisons: list[list[int]]) -> torch.Tensor:
+    """pytorch-grad-cam's ``FinerWeightedTarget`` for every row at once: the softmax-weighted mean over the
+    comparison classes c of (logit[target] - alpha * logit[c]); rows with fewer comparisons are padded with
+    weight 0."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    width = max(1, max(len(c) for c in comparisons))
+    index = torch.tensor([c + [0] * (width - len(c)) for c in comparisons], device=logits.device)
+    present = torch.tensor([[k < len(c) for k in range(width)] for c in comparisons], device=logits.device)
+    prob = torch.softmax(logits, dim=-1)
+    weights = torch.where(present, prob.gather(1, index), torch.zeros((), device=logits.device))
+    main = logits[rows, targets][:, None]
+    numerator = (weights * (main - cam_core.FINER_ALPHA * logits.gather(1, index))).sum(dim=1)
+    return numerator / (weights.sum(dim=1) + 1e-9)
+
+
+def _deaugment(maps: torch.Tensor, transforms: list, batch: int) -> torch.Tensor:
+    """(T*b, H, W) maps of T augmented copies -> their mean in the original frame (pytorch-grad-cam's order), on
+    the maps' device."""
     groups = maps.reshape(len(transforms), batch, *maps.shape[1:])
-    undone = [t.deaugment_mask(torch.from_numpy(np.ascontiguousarray(g[:, None])))[:, 0].numpy()
-              for t, g in zip(transforms, groups)]
-    return np.mean(np.float32(undone), axis=0)
+    return torch.stack([t.deaugment_mask(g[:, None])[:, 0] for t, g in zip(transforms, groups)]).mean(dim=0)
 
 
-def _maps_from_layer(layer_maps: np.ndarray, input_hw: tuple[int, int]) -> cam_core.CamArrays:
-    """(b, h, w) maps (rollout) normalised and upsampled exactly like a one-layer CAM."""
-    import cv2
-    from pytorch_grad_cam.utils.image import scale_cam_image
-
-    height, width = input_hw
-    positive = np.maximum(layer_maps, 0).astype(np.float32)
-    heat = scale_cam_image(scale_cam_image(positive, (width, height)))
-    raw = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR) for m in positive])
-    return cam_core.CamArrays(heat.astype(np.float32), np.maximum(raw, 0).astype(np.float32), positive)
+def _maps_from_layer(layer_maps: torch.Tensor, input_hw: tuple[int, int]) -> cam_core.CamArrays:
+    """(b, h, w) maps (rollout) normalised and upsampled exactly like a one-layer CAM, on their device."""
+    positive = layer_maps.detach().float().clamp_min(0)
+    heat, raw = cam_core.maps_from_layers([positive], input_hw)
+    return cam_core.CamArrays(heat, raw, positive)
 
 
 @dataclass
@@ -235,6 +241,7 @@ class _Pass:
     """What the locked forward/backward of a chunk leaves: logits, tapped outputs, their gradients per score."""
 
     own: np.ndarray
+    probs: np.ndarray
     tapped: list[torch.Tensor]
     grads: dict[str, list[torch.Tensor | None]]
     maps_per_image: list[list[AttentionMap]]
@@ -274,7 +281,8 @@ def _forward_and_gradients(r: LoadedModel, x: torch.Tensor, plan: _Plan, o: _Opt
             maps_per_image = [recording.maps(ident * b + i) for i in range(b)] if recording is not None else \
                 [[] for _ in range(b)]
         t2 = cam_core.now_ms()
-        logits_np = logits_all.detach().float().cpu().numpy()
+        scores = logits_all.detach().float()  # logits and probabilities leave the device in one copy
+        logits_np, probs_np = to_host([scores, torch.softmax(scores[ident * b:(ident + 1) * b], dim=1)])
         own = logits_np[ident * b:(ident + 1) * b]
         names = o.names or tuple(f"class_{i}" for i in range(own.shape[-1]))
         if len(names) != own.shape[-1]:
@@ -297,25 +305,25 @@ def _forward_and_gradients(r: LoadedModel, x: torch.Tensor, plan: _Plan, o: _Opt
         slow_maps = {m: slow_cams(m, r.model, plan.layer_modules, x, target_idx, contrast_idx, (height, width),
                                   o.eigen_smooth, o.aug_smooth) for m in plan.slow}
         t4 = cam_core.now_ms()
-    return _Pass(own, tapped, grads, maps_per_image, target_idx, contrast_idx, names, slow_maps,
+    return _Pass(own, probs_np, tapped, grads, maps_per_image, target_idx, contrast_idx, names, slow_maps,
                  {"t1": t1, "t2": t2, "t3": t3, "t4": t4})
 
 
 def _cam_arrays(r: LoadedModel, plan: _Plan, p: _Pass, o: _Options, transforms: list, ident: int, b: int,
                 input_hw: tuple[int, int]) -> dict[str, cam_core.CamArrays]:
-    """Every requested method's maps for the chunk, from the tapped outputs and gradients (outside the lock)."""
+    """Every requested method's maps for the chunk, from the tapped outputs and gradients (outside the lock), as
+    tensors on the model's device."""
     n_layers = len(plan.layer_modules) if (plan.one_pass or plan.slow) else 0
 
-    def as_maps(tensors: list[torch.Tensor | None]) -> list[np.ndarray]:
+    def as_maps(tensors: list[torch.Tensor | None]) -> list[torch.Tensor]:
         # a layer the score does not depend on has no gradient: zeros, as a full backward would give
-        return [cam_core.to_feature_map(p.tapped[i] * 0 if t is None else t, plan.layer_modules[i], r.model, input_hw)
-                .detach().float().cpu().numpy() for i, t in enumerate(tensors[:n_layers])]
+        return [cam_core.to_feature_map(torch.zeros_like(p.tapped[i]) if t is None else t, plan.layer_modules[i],
+                                        r.model, input_hw).detach().float() for i, t in enumerate(tensors[:n_layers])]
 
     computed: dict[str, cam_core.CamArrays] = {}
     if plan.one_pass:
-        acts = as_maps(p.tapped)
-        grads_np = {kind: as_maps(g) for kind, g in p.grads.items()}
-        computed = cam_core.compute_cams(acts, grads_np, plan.one_pass, input_hw, o.eigen_smooth)
+        grads = {kind: as_maps(g) for kind, g in p.grads.items()}
+        computed = cam_core.compute_cams(as_maps(p.tapped), grads, plan.one_pass, input_hw, o.eigen_smooth)
         if o.aug_smooth:
             computed = {m: cam_core.CamArrays(_deaugment(c.heatmap, transforms, b), _deaugment(c.raw, transforms, b),
                                               c.layer_map[ident * b:(ident + 1) * b]) for m, c in computed.items()}
@@ -325,17 +333,25 @@ def _cam_arrays(r: LoadedModel, plan: _Plan, p: _Pass, o: _Options, transforms: 
         for m in plan.flows:
             attn_grads = [g[ident * b:(ident + 1) * b] for g in p.grads["target"][n_layers:]] \
                 if catalogue.get(m).gradients else None
-            relevance = catalogue.get(m).resolve()(attn, attn_grads, prefix, grid).cpu().numpy()
-            computed[m] = _maps_from_layer(relevance, input_hw)
-    for m, heat in p.slow_maps.items():
-        computed[m] = cam_core.CamArrays(heat, heat, heat)
+            computed[m] = _maps_from_layer(catalogue.get(m).resolve()(attn, attn_grads, prefix, grid), input_hw)
     return computed
+
+
+def _to_host(computed: dict[str, cam_core.CamArrays], slow_maps: dict[str, np.ndarray]
+             ) -> dict[str, cam_core.CamArrays]:
+    """The chunk's maps as numpy: ONE device->host copy for all of them (:func:`to_host`); the slow methods' maps
+    come from pytorch-grad-cam as numpy already."""
+    tensors = [t for c in computed.values() for t in (c.heatmap, c.raw, c.layer_map)]
+    arrays = iter(to_host(tensors))
+    out = {m: cam_core.CamArrays(next(arrays), next(arrays), next(arrays)) for m in computed}
+    for m, heat in slow_maps.items():
+        out[m] = cam_core.CamArrays(heat, heat, heat)
+    return out
 
 
 def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArrays], o: _Options,
                   views: list[np.ndarray | None], share: dict[str, float], slow: bool) -> list[Explanation]:
     """One :class:`Explanation` per image of the chunk."""
-    probs_all = torch.softmax(torch.from_numpy(p.own), dim=1).numpy()
     names = p.names
     options = {"layers": list(o.layer_names), "eigen_smooth": o.eigen_smooth, "aug_smooth": o.aug_smooth,
                "amp": bool(o.amp and r.device.type == "cuda"), "batch": len(views)}
@@ -354,7 +370,7 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
         if theta is not None:  # a spatial transformer: CAMs live on its warped view; show them on the input
             cams = {m: CamMap(m, _renormalise(cam_core.warp_to_input(c.heatmap, theta)),
                               cam_core.warp_to_input(c.raw, theta), c.layer_map) for m, c in cams.items()}
-        probs = probs_all[i]
+        probs = p.probs[i]
         order = np.argsort(-probs, kind="stable")[:max(1, o.topk)]
         t, c = p.target_idx[i], p.contrast_idx[i]
         out.append(Explanation(
@@ -370,16 +386,16 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
     return out
 
 
-def _explain_chunk(r: LoadedModel, x_cpu: torch.Tensor, views: list[np.ndarray | None], targets: list[Target],
+def _explain_chunk(r: LoadedModel, x_chunk: torch.Tensor, views: list[np.ndarray | None], targets: list[Target],
                    contrasts: list[Target], o: _Options) -> list[Explanation]:
     """ONE forward + one backward per distinct score for a chunk of images -> one Explanation per image."""
     t0 = cam_core.now_ms()
-    b = x_cpu.shape[0]
-    input_hw = (int(x_cpu.shape[-2]), int(x_cpu.shape[-1]))
+    b = x_chunk.shape[0]
+    input_hw = (int(x_chunk.shape[-2]), int(x_chunk.shape[-1]))
     plan = _plan(r, o)
     transforms, ident = _augmentations(o.aug_smooth)
-    p = _forward_and_gradients(r, x_cpu.to(r.device), plan, o, transforms, ident, targets, contrasts)
-    computed = _cam_arrays(r, plan, p, o, transforms, ident, b, input_hw)
+    p = _forward_and_gradients(r, x_chunk.to(r.device), plan, o, transforms, ident, targets, contrasts)
+    computed = _to_host(_cam_arrays(r, plan, p, o, transforms, ident, b, input_hw), p.slow_maps)
     t1, t2, t3, t4, t5 = p.times["t1"], p.times["t2"], p.times["t3"], p.times["t4"], cam_core.now_ms()
     share = {"forward": (t2 - t1) / b, "backward": (t3 - t2) / b, "cams": (t5 - t4) / b,
              "preprocess": (t1 - t0) / b, "total": (t5 - t0) / b}

@@ -22,9 +22,11 @@ class Method:
     """One map method.
 
     ``compute`` says how it is computed: ``"module:attribute"`` (imported on first use) or the object itself.
-    one-pass: a pytorch-grad-cam class whose ``get_cam_image`` formula is reused, or a function
-    ``(activations (B,C,h,w), gradients or None, eigen_smooth) -> (B,h,w)``; rollout: a function
-    ``(attention, gradients or None, prefix, grid) -> (B,h,w)``; slow: a pytorch-grad-cam class run as is.
+    one-pass: the pytorch-grad-cam class whose maps the method reproduces (the engine runs that class's formula
+    in torch, :data:`attnviz.core.cam_formulas.BY_LIBRARY_CLASS`; a class not listed there runs its own numpy
+    ``get_cam_image`` on the host), or a torch function ``(activations (B,C,h,w), gradients (B,C,h,w) or None,
+    eigen_smooth) -> (B,h,w)`` on the model's device; rollout: a function ``(attention, gradients or None,
+    prefix, grid) -> (B,h,w)``; slow: a pytorch-grad-cam class run as is.
     """
 
     name: str

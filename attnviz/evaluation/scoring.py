@@ -97,22 +97,43 @@ class ImageScores:
     agreement: dict[str, dict[str, float]]
 
 
-def _maps_of(spec, images, masks, explanations, methods):
-    """Per image: the maps to score (CAMs + the module's own map), which of them are identical, the object's
-    mask in the model's view, and the CAMs alone (the next models' reference)."""
-    per_image_maps, aliases, views, cams = [], [], [], []
-    for image, mask, e in zip(images, masks, explanations):
-        maps = {m: e.cams[m].heatmap for m in methods}
-        cams.append(dict(maps))
-        own = own_spatial_map(e)
-        if own is not None:
-            maps[OWN_MAP] = own
-        per_image_maps.append(maps)
-        aliases.append(identical_to(maps))
-        side = e.image.shape[0]
-        views.append(None if mask is None else mask_for_view(mask, image.shape[:2], side, e.view_resize or side,
-                                                             getattr(spec, "interpolation", "bilinear")))
-    return per_image_maps, aliases, views, cams
+def _image_scores(e, label: int, maps: dict[str, np.ndarray], alias: dict[str, str], mask: np.ndarray | None,
+                  unique: list[str], road_unique: list[str], faith: list[metrics.Faithfulness],
+                  road_values: np.ndarray, with_road: bool, faithfulness: bool, methods: Sequence[str],
+                  reference: dict[str, np.ndarray] | None, count: ScoringCount) -> ImageScores:
+    """One image's numbers: each distinct map scored once, its identical maps given the same numbers (ROAD only
+    for :data:`ROAD_MAPS`), the spatial transformer's region, agreement with the reference's maps."""
+    scored: dict[str, dict[str, float]] = {}
+    for k, name in enumerate(unique):
+        entry = localisation(maps[name], mask) if mask is not None else {}
+        if faithfulness:
+            entry.update(deletion_auc=faith[k].deletion_auc, insertion_auc=faith[k].insertion_auc)
+        scored[name] = entry
+    for k, name in enumerate(road_unique):
+        scored[name]["road"] = float(road_values[k])
+    values: dict[str, dict[str, float]] = {}
+    theta = next((a.data for a in e.attention_maps if a.layout == "affine"), None)
+    if theta is not None and mask is not None:  # spatial transformer: does the sampled square cover the object?
+        region = region_mask(theta, mask.shape)
+        values[REGION] = {"iou": float((region & mask).sum() / max(1, (region | mask).sum())),
+                          "coverage": float((region & mask).sum() / max(1, mask.sum())),
+                          "area": float(region.mean())}
+    for name in maps:
+        entry = {k: v for k, v in scored[alias[name]].items() if k != "road"}
+        if with_road and name in ROAD_MAPS:
+            entry["road"] = scored[alias[name]]["road"]
+        values[name] = entry
+        if alias[name] != name:
+            count.identical[f"{name} = {alias[name]}"] += 1
+    count.maps_requested += len(maps)
+    count.maps_scored += len(unique)
+    if with_road:
+        count.road_requested += sum(n in ROAD_MAPS for n in maps)
+        count.road_scored += len(road_unique)
+    agreement = {}
+    if reference:
+        agreement = {m: map_agreement(maps[m], reference[m]) for m in methods if m in reference}
+    return ImageScores(e.top1.index == label, values, agreement)
 
 
 def score_chunk(loaded: LoadedModel, images: Sequence[np.ndarray], labels: Sequence[int],
@@ -133,7 +154,19 @@ def score_chunk(loaded: LoadedModel, images: Sequence[np.ndarray], labels: Seque
     labels = [int(v) for v in labels]
     explanations = explain_batch(loaded, list(images), methods, targets=labels, batch_size=batch_size,
                                  device=loaded.device, class_names=spec.class_names)
-    per_image_maps, aliases, views, cams = _maps_of(spec, images, masks, explanations, methods)
+    per_image_maps, aliases, views, cams = [], [], [], []
+    for image, mask, e in zip(images, masks, explanations):
+        maps = {m: e.cams[m].heatmap for m in methods}
+        cams.append(dict(maps))
+        own = own_spatial_map(e)
+        if own is not None:
+            maps[OWN_MAP] = own
+        per_image_maps.append(maps)
+        aliases.append(identical_to(maps))
+        side = e.image.shape[0]
+        views.append(None if mask is None else mask_for_view(mask, image.shape[:2], side, e.view_resize or side,
+                                                             getattr(spec, "interpolation", "bilinear")))
+
     unique = [[n for n, a in alias.items() if a == n] for alias in aliases]
     # ROAD for the maps of ROAD_MAPS, computed once per distinct map (the first of its identical group)
     road_unique = [[n for n in names if any(aliases[i].get(r) == n for r in ROAD_MAPS)]
@@ -150,38 +183,8 @@ def score_chunk(loaded: LoadedModel, images: Sequence[np.ndarray], labels: Seque
                     loaded.model, x, [[per_image_maps[i][n] for n in names] for i, names in enumerate(road_unique)],
                     labels, seeds=seeds)
 
-    out: list[ImageScores] = []
-    for i, e in enumerate(explanations):
-        maps, alias, mask = per_image_maps[i], aliases[i], views[i]
-        scored: dict[str, dict[str, float]] = {}
-        for k, name in enumerate(unique[i]):
-            entry = localisation(maps[name], mask) if mask is not None else {}
-            if faithfulness:
-                entry.update(deletion_auc=faith[i][k].deletion_auc, insertion_auc=faith[i][k].insertion_auc)
-            scored[name] = entry
-        for k, name in enumerate(road_unique[i]):
-            scored[name]["road"] = float(road_values[i][k])
-        values: dict[str, dict[str, float]] = {}
-        theta = next((a.data for a in e.attention_maps if a.layout == "affine"), None)
-        if theta is not None and mask is not None:  # spatial transformer: does the sampled square cover the object?
-            region = region_mask(theta, mask.shape)
-            values[REGION] = {"iou": float((region & mask).sum() / max(1, (region | mask).sum())),
-                              "coverage": float((region & mask).sum() / max(1, mask.sum())),
-                              "area": float(region.mean())}
-        for name in maps:
-            entry = {k: v for k, v in scored[alias[name]].items() if k != "road"}
-            if road[i] and faithfulness and name in ROAD_MAPS:
-                entry["road"] = scored[alias[name]]["road"]
-            values[name] = entry
-            if alias[name] != name:
-                count.identical[f"{name} = {alias[name]}"] += 1
-        count.maps_requested += len(maps)
-        count.maps_scored += len(unique[i])
-        if road[i] and faithfulness:
-            count.road_requested += sum(n in ROAD_MAPS for n in maps)
-            count.road_scored += len(road_unique[i])
-        agreement = {}
-        if reference is not None and reference[i]:
-            agreement = {m: map_agreement(maps[m], reference[i][m]) for m in methods if m in reference[i]}
-        out.append(ImageScores(e.top1.index == labels[i], values, agreement))
+    out = [_image_scores(e, labels[i], per_image_maps[i], aliases[i], views[i], unique[i], road_unique[i],
+                         faith[i], road_values[i], road[i] and faithfulness, faithfulness, methods,
+                         reference[i] if reference is not None else None, count)
+           for i, e in enumerate(explanations)]
     return out, cams

@@ -81,9 +81,10 @@ def _device_of(model: nn.Module) -> torch.device:
 class _Forwards:
     """Collects perturbed inputs with a key and runs them through the model ``max_batch`` at a time.
 
-    Inputs are built lazily by the callers and forwarded as soon as a batch is full, so memory stays at
-    about ``max_batch`` inputs however many images and maps a chunk holds. Each input's class probability
-    (softmax, for the target of the image it was made from) is stored under its key.
+    Inputs are built lazily by the callers (on the model's device, or moved there per batch) and forwarded as
+    soon as a batch is full, so memory stays at about ``max_batch`` inputs however many images and maps a chunk
+    holds. Each input's class probability (softmax, for the target of the image it was made from) stays on the
+    device until :meth:`finish` copies all of them to the host at once, where they are stored under their keys.
     """
 
     def __init__(self, model: nn.Module, max_batch: int) -> None:
@@ -91,7 +92,7 @@ class _Forwards:
         self.device = _device_of(model)
         self.pending: list[tuple[object, torch.Tensor, int]] = []   # key, (k, 3, H, W) inputs, target
         self.count = 0
-        self.probs: dict[object, np.ndarray] = {}
+        self.done: list[tuple[list[tuple[object, int]], torch.Tensor]] = []   # (key, rows) per batch, its probs
 
     def add(self, key: object, inputs: torch.Tensor, target: int) -> None:
         self.pending.append((key, inputs, target))
@@ -102,37 +103,50 @@ class _Forwards:
     def finish(self) -> dict[object, np.ndarray]:
         while self.count:
             self._run(self.count)
-        return self.probs
+        probs: dict[object, np.ndarray] = {}
+        if not self.done:
+            return probs
+        picked = torch.cat([p for _, p in self.done]).cpu().numpy()   # the one device->host copy
+        at = 0
+        for owners, _ in self.done:
+            for key, use in owners:
+                part = picked[at:at + use]
+                probs[key] = part if key not in probs else np.concatenate([probs[key], part])
+                at += use
+        return probs
 
     def _run(self, size: int) -> None:
         """Forward the first ``size`` pending inputs (splitting an entry when a batch ends inside it)."""
-        parts, owners, taken = [], [], 0
+        parts, owners, wanted, taken = [], [], [], 0
         while taken < size:
             key, inputs, target = self.pending[0]
             use = min(size - taken, inputs.shape[0])
-            parts.append(inputs[:use])
-            owners.append((key, use, target))
+            parts.append(inputs[:use].to(self.device))
+            owners.append((key, use))
+            wanted.extend([target] * use)
             if use == inputs.shape[0]:
                 self.pending.pop(0)
             else:
                 self.pending[0] = (key, inputs[use:], target)
             taken += use
         self.count -= taken
-        batch = torch.cat(parts).to(self.device)
-        targets = torch.tensor([t for _, use, t in owners for _ in range(use)], device=self.device)
-        probs = torch.softmax(self.model(batch).float(), dim=1)
-        picked = probs[torch.arange(len(targets), device=self.device), targets].cpu().numpy()
-        at = 0
-        for key, use, _ in owners:
-            done = self.probs.get(key)
-            self.probs[key] = picked[at:at + use] if done is None else np.concatenate([done, picked[at:at + use]])
-            at += use
+        targets = torch.tensor(wanted, device=self.device)
+        probs = torch.softmax(self.model(torch.cat(parts)).float(), dim=1)
+        self.done.append((owners, probs[torch.arange(len(targets), device=self.device), targets]))
 
 
 def _blurred(x: torch.Tensor, blur_sigma: float) -> torch.Tensor:
-    """The insertion path's start: a Gaussian-blurred copy of one normalised (3, H, W) image."""
+    """The insertion path's start: a Gaussian-blurred copy of one normalised (3, H, W) image (on the host, once
+    per image; the perturbed inputs made from it are built on the model's device)."""
     k = int(2 * round(3 * blur_sigma) + 1)
     return torch.from_numpy(cv2.GaussianBlur(x.permute(1, 2, 0).numpy(), (k, k), blur_sigma)).permute(2, 0, 1)
+
+
+def _ranks(maps: torch.Tensor) -> torch.Tensor:
+    """(M, H*W) maps -> each pixel's rank, most salient first, ties by raster order (as :func:`_saliency_order`)."""
+    order = torch.argsort(-maps, dim=1, stable=True)
+    positions = torch.arange(maps.shape[1], device=maps.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
 
 
 @torch.no_grad()
@@ -147,27 +161,29 @@ def perturbation_curves_batch(model: nn.Module, x: torch.Tensor, saliencies: Seq
     the dataset mean after normalisation) or revealed on a blurred copy. The path's end points are the same
     input for every map of an image (the image itself, its blurred copy) or of every image (the all-zero
     input), so each is run once; the model sees every other perturbed input exactly once, ``max_batch`` at
-    a time.
+    a time. The perturbed inputs are built on the model's device (the maps go there in one copy, the
+    probabilities come back in one).
     """
-    x = x.detach().float().cpu()
-    b, _, h, w = x.shape
+    x_host = x.detach().float().cpu()
+    b, _, h, w = x_host.shape
     if len(saliencies) != b or len(targets) != b:
         raise ValueError(f"{b} images need {b} map lists and targets, got {len(saliencies)} and {len(targets)}")
-    counts = torch.tensor([round(i * h * w / steps) for i in range(steps + 1)])
-    inner = counts[1:-1]
     runner = _Forwards(model, max_batch)
-    blurred: dict[int, torch.Tensor] = {}
+    device = runner.device
+    inner = torch.tensor([round(i * h * w / steps) for i in range(steps + 1)], device=device)[1:-1]
+    resized = [np.asarray(_resize_to(np.asarray(s), (h, w)), np.float64).ravel() for maps in saliencies for s in maps]
+    ranks = _ranks(torch.from_numpy(np.stack(resized)).to(device)) if resized else None
+    images = x_host.to(device)
+    blurred = torch.stack([_blurred(x_host[i], blur_sigma) for i in range(b)]).to(device)
+    at = 0
     for i in range(b):
         target = int(targets[i])
-        blurred[i] = _blurred(x[i], blur_sigma)
-        runner.add(("ends", i), torch.stack([x[i], blurred[i], torch.zeros_like(x[i])]), target)
-        for j, s in enumerate(saliencies[i]):
-            order = torch.from_numpy(_saliency_order(_resize_to(np.asarray(s), (h, w))))
-            rank = torch.empty(h * w, dtype=torch.long)
-            rank[order] = torch.arange(h * w)
-            revealed = (rank[None, :] < inner[:, None]).float().view(-1, 1, h, w)
-            paths = torch.cat([x[i] * (1 - revealed), blurred[i] * (1 - revealed) + x[i] * revealed])
+        runner.add(("ends", i), torch.stack([images[i], blurred[i], torch.zeros_like(images[i])]), target)
+        for j in range(len(saliencies[i])):
+            revealed = (ranks[at][None, :] < inner[:, None]).float().view(-1, 1, h, w)  # type: ignore[index]
+            paths = torch.cat([images[i] * (1 - revealed), blurred[i] * (1 - revealed) + images[i] * revealed])
             runner.add(("path", i, j), paths, target)
+            at += 1
     probs = runner.finish()
     out = []
     inner_steps = steps - 1

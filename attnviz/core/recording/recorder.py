@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from attnviz.core.devices import to_host
 from attnviz.core.recording.adapters import SHAPE, TOKENS, Adapter, Records, _adapter_for
 from attnviz.core.recording.external import register_external_adapters
 from attnviz.results import AttentionMap
@@ -48,15 +49,17 @@ def _stage_of(block: str, rec: Records, maps: list[AttentionMap]) -> str:
 class AttentionRecording:
     """Hooks on every gate of every recognised attention module of one model, for a whole batch.
 
-    Gate outputs are kept for every sample of the forward (on the CPU, float32); :meth:`maps` turns one
-    sample's records into maps, so a batch of N images yields the same maps as N single-image passes.
+    Gate outputs are kept for every sample of the forward (float32, on the model's device during the forward;
+    the first :meth:`maps` call copies all of them to the host at once, :func:`attnviz.core.devices.to_host`);
+    :meth:`maps` turns one sample's records into maps, so a batch of N images yields the same maps as N
+    single-image passes.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.modules: list[tuple[str, nn.Module, Adapter]] = [
             (name, m, a) for name, m in model.named_modules() if (a := _adapter_for(m)) is not None]
-        self._records: dict[str, dict[str, np.ndarray]] = {}
+        self._records: dict[str, dict[str, np.ndarray | torch.Tensor]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._undo: list[Callable[[], None]] = []
         self._input_hw: tuple[int, int] | None = None
@@ -94,8 +97,18 @@ class AttentionRecording:
         store = self._records[block]
 
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            store[gate_name] = output.detach().to(torch.float32).cpu().numpy().copy()
+            store[gate_name] = output.detach().to(torch.float32, copy=True)  # later in-place ops must not reach it
         return hook
+
+    def _fetch(self) -> None:
+        """Every gate output still on the device -> numpy, in one device->host copy."""
+        keys = [(name, key) for name, rec in self._records.items() for key, v in rec.items()
+                if isinstance(v, torch.Tensor)]
+        if not keys:
+            return
+        arrays = to_host([self._records[name][key] for name, key in keys])  # type: ignore[misc]
+        for (name, key), array in zip(keys, arrays):
+            self._records[name][key] = array
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -110,6 +123,7 @@ class AttentionRecording:
 
     def sample_records(self, name: str, index: int) -> Records:
         """One sample's records of one block, shaped as the adapters expect (no batch axis)."""
+        self._fetch()
         rec = self._records.get(name) or {}
         out: Records = {}
         for key, value in rec.items():

@@ -1,0 +1,138 @@
+"""The one-pass CAM formulas in torch: pytorch-grad-cam's ``get_cam_image`` arithmetic, for a whole batch, on the
+tensors' own device.
+
+Every formula takes the CAM layer's activations A and the gradient dS/dA (both (B, C, h, w) float32, on the model's
+device; the gradient is None for methods that read A only) and ``eigen_smooth``, and returns the (B, h, w) map
+before any ReLU or scaling. Each line follows the library's numpy code operation for operation (same epsilons,
+same order), so the maps equal the library's to float32 rounding (the equality tests hold them to 1e-5).
+
+The decompositions are the library's own per-image numpy code, run on the host (:func:`library_projection`):
+Eigen-CAM, EigenGrad-CAM and ``eigen_smooth`` project on the first principal component, whose sign the SVD does
+not fix — a torch SVD (batched, on the device) would agree with LAPACK's only up to that sign, and the maps are
+held equal to the library's; KPCA-CAM is scikit-learn's KernelPCA. They cost one device->host copy each.
+
+:data:`BY_LIBRARY_CLASS` maps the pytorch-grad-cam class a catalogue entry names to its formula here, so the
+catalogue keeps naming the class whose maps a method reproduces (:mod:`attnviz.core.methods`).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+Formula = Callable[[torch.Tensor, "torch.Tensor | None", bool], torch.Tensor]
+
+_SPATIAL = (2, 3)
+
+
+def library_projection(weighted: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's ``get_2d_projection`` (first principal component, per image) on the host, back on the
+    tensor's device."""
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    return torch.from_numpy(get_2d_projection(weighted.detach().float().cpu().numpy())).to(weighted.device)
+
+
+def library_kernel_projection(activations: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's ``get_2d_projection_kernel`` with KPCA_CAM's defaults (sigmoid kernel), on the host."""
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_kernel
+
+    maps = get_2d_projection_kernel(activations.detach().float().cpu().numpy(), "sigmoid", None)
+    return torch.from_numpy(maps).to(activations.device)
+
+
+def _channel_sum(weighted: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
+    """The library's last step: the sum over channels, or the first principal component with ``eigen_smooth``."""
+    return library_projection(weighted) if eigen_smooth else weighted.sum(dim=1)
+
+
+def _weighted(weights: torch.Tensor, activations: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
+    """``BaseCAM.get_cam_image``: per-channel weights (B, C) times the activations."""
+    return _channel_sum(weights[:, :, None, None] * activations, eigen_smooth)
+
+
+def gradcam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
+    """Grad-CAM: channel weights = the gradient's spatial mean."""
+    return _weighted(gradients.mean(dim=_SPATIAL), activations, eigen_smooth)
+
+
+def gradcam_plus_plus(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhay et al. 2018, eq. 19), with the library's eps and its zeroing where dS/dA = 0."""
+    grads_power_2 = gradients ** 2
+    grads_power_3 = grads_power_2 * gradients
+    sum_activations = activations.sum(dim=_SPATIAL, keepdim=True)
+    aij = grads_power_2 / (2 * grads_power_2 + sum_activations * grads_power_3 + 0.000001)
+    aij = torch.where(gradients != 0, aij, torch.zeros_like(aij))
+    weights = (torch.clamp_min(gradients, 0) * aij).sum(dim=_SPATIAL)
+    return _weighted(weights, activations, eigen_smooth)
+
+
+def xgradcam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
+    """XGrad-CAM: activation-weighted gradient sums, normalised by the activations' spatial sum."""
+    sum_activations = activations.sum(dim=_SPATIAL, keepdim=True)
+    weights = (gradients * activations / (sum_activations + 1e-7)).sum(dim=_SPATIAL)
+    return _weighted(weights, activations, eigen_smooth)
+
+
+def layercam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
+    """LayerCAM: positive gradients times activations, position by position."""
+    return _channel_sum(torch.clamp_min(gradients, 0) * activations, eigen_smooth)
+
+
+def hirescam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
+    """HiResCAM: gradients times activations, position by position (the library also prints a warning with
+    ``eigen_smooth``; the map is the same)."""
+    return _channel_sum(gradients * activations, eigen_smooth)
+
+
+def gradcam_elementwise(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
+    """Grad-CAM element-wise: ReLU of gradients times activations before the channel sum."""
+    return _channel_sum(torch.clamp_min(gradients * activations, 0), eigen_smooth)
+
+
+def eigengradcam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
+    """EigenGrad-CAM: first principal component of gradients times activations (library code, host)."""
+    return library_projection(gradients * activations)
+
+
+def eigencam(activations: torch.Tensor, gradients: torch.Tensor | None, eigen_smooth: bool) -> torch.Tensor:
+    """Eigen-CAM: first principal component of the activations (library code, host)."""
+    return library_projection(activations)
+
+
+def kpcacam(activations: torch.Tensor, gradients: torch.Tensor | None, eigen_smooth: bool) -> torch.Tensor:
+    """KPCA-CAM: kernel PCA of the activations (library code: scikit-learn, host)."""
+    return library_kernel_projection(activations)
+
+
+BY_LIBRARY_CLASS: dict[str, Formula] = {
+    "GradCAM": gradcam,
+    "GradCAMPlusPlus": gradcam_plus_plus,
+    "XGradCAM": xgradcam,
+    "LayerCAM": layercam,
+    "HiResCAM": hirescam,
+    "GradCAMElementWise": gradcam_elementwise,
+    "EigenGradCAM": eigengradcam,
+    "EigenCAM": eigencam,
+    "KPCA_CAM": kpcacam,
+}
+
+
+def library_formula(cls: type) -> Formula:
+    """A pytorch-grad-cam class without a torch formula here: its own numpy ``get_cam_image`` on the host (one
+    device->host copy of A and dS/dA per layer), so any library class still works as a catalogue entry."""
+    obj = cls.__new__(cls)  # ``__init__`` would hook the model; only the formula is used
+
+    class _NoHooks:
+        def release(self) -> None:
+            return None
+
+    obj.activations_and_grads = _NoHooks()
+
+    def formula(activations: torch.Tensor, gradients: torch.Tensor | None, eigen_smooth: bool) -> torch.Tensor:
+        acts = activations.detach().float().cpu().numpy()
+        grads = None if gradients is None else gradients.detach().float().cpu().numpy()
+        cam = obj.get_cam_image(None, None, None, acts, grads, eigen_smooth)
+        return torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32)).to(activations.device)
+    return formula
