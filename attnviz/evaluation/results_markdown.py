@@ -327,7 +327,8 @@ def results_markdown(result: dict, flags: dict[tuple[str, str], float] | None = 
                   f"synth v{result['synth_version']}")
     procs = result.get("processes", 1)
     lines = [title, ""] + findings_section(result) + [
-        f"Produced by `{result['command']}` ({source}; {result['seconds'] / 60:.1f} min on {result['machine']}, "
+        f"Produced by `{result['command']}`"
+        + "".join(f", then `{u}`" for u in result.get("updates", [])) + f" ({source}; {result['seconds'] / 60:.1f} min on {result['machine']}, "
         f"device {result.get('device', 'cpu')}" + (f", {procs} processes" if procs > 1 else "") + "). "
         f"Every map explains the **true class**. ROAD uses the first {result['road_scenes']} images. "
         "Each number is a mean over images with its 95 % bootstrap confidence interval in brackets "

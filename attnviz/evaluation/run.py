@@ -370,6 +370,9 @@ def _assemble(result: dict, images, records: list, counts: dict, loaded: list, r
     kept_models = [r for r in (previous or {}).get("models", []) if r["model"] not in names]
     kept_replicates = [r for r in (previous or {}).get("replicates", []) if r["model"] not in names]
     order = {name: i for i, name in enumerate(zoo.bundled())}
+    if previous:   # the table is the first run's plus these rows: record both commands
+        result["updates"] = previous.get("updates", []) + [result["command"]]
+        result["command"] = previous["command"]
     result["seconds"] = round(((previous or {}).get("seconds") or 0.0) + seconds, 1)
     result["models"] = sorted(kept_models + fresh, key=lambda r: order.get(r["model"], len(order)))
     result["replicates"] = sorted(kept_replicates + replicates, key=lambda r: r["model"])
