@@ -126,6 +126,6 @@ def findings_section(result: dict) -> list[str]:
     other = [r["display_name"] for r in result["models"] if not shared_recipe(r)]
     if other:
         lines += ["", f"{', '.join(other)}: trained with a different recipe — compare its maps, not its scores, "
-                  "with the CNNs'; it is left out of the comparisons above."]
+                  "with the CNNs'; it is left out of the comparisons with the baseline above (its own map vs its own Grad-CAM is a within-model comparison and stays)."]
     return lines + [""]
 
