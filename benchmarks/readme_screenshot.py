@@ -40,6 +40,10 @@ def main() -> None:
         expect(page.locator("#status")).to_contain_text("models", timeout=300_000)
         page.wait_for_function("() => !document.querySelector('#compare-button').disabled")
         page.locator("#attention-gallery img").first.wait_for(state="visible")
+        for picture in ("#attention-gallery img", "#query-image img"):   # lazy pictures load when seen
+            page.locator(picture).last.scroll_into_view_if_needed()
+            page.wait_for_timeout(800)
+        page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
         page.evaluate("() => window.scrollTo(0, 0)")
         page.wait_for_timeout(1500)
         page.screenshot(path=args.out, full_page=True)

@@ -101,11 +101,77 @@ def one_round(browser, url: str, k: int, images: list[Path], ckpt: Path) -> int:
     return sent
 
 
+def live_objects() -> dict[str, int]:
+    """Objects a leak would pile up: stored comparisons, session checkpoint sets, cached models."""
+    import gc
+
+    from attnviz.app.web.sessions import SessionModels
+    from attnviz.results import Comparison
+    from attnviz.zoo import registry as zoo
+
+    gc.collect()
+    objs = gc.get_objects()
+    return {"Comparison": sum(isinstance(o, Comparison) for o in objs),
+            "SessionModels": sum(isinstance(o, SessionModels) for o in objs),
+            "cached models": len(zoo.loaded_models()),
+            "uploaded models cached": sum(m.spec.source == "checkpoint" for m in zoo.loaded_models())}
+
+
+def leak_check(args) -> None:
+    """The same rounds against an in-process server: tracemalloc's biggest growth sites, and live objects."""
+    import tracemalloc
+
+    from playwright.sync_api import sync_playwright
+
+    from attnviz.app.web import page as ui
+    from attnviz.zoo.registry import bundled
+
+    os.environ["GRADIO_HEARTBEAT_INTERVAL"] = "1"
+    if args.old_unload:
+        from attnviz.app.web import handlers, sessions
+
+        handlers.release_tab = lambda blocks, session_hash: sessions.release_session(session_hash)
+    port = free_port()
+    app = ui.launch(host="127.0.0.1", port=port, models=bundled(), prevent_thread_lock=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_serving(url, timeout=180)
+        with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+            images, ckpt = inputs(Path(tmp)), checkpoint(Path(tmp))
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS, headless=True)
+            for k in range(args.warmup_rounds):
+                one_round(browser, url, k, images, ckpt)
+            time.sleep(4)
+            tracemalloc.start(12)
+            before, objects, sent, k = tracemalloc.take_snapshot(), live_objects(), 0, args.warmup_rounds
+            while sent < args.requests:
+                sent += one_round(browser, url, k, images, ckpt)
+                k += 1
+            browser.close()
+            time.sleep(4)
+            after = tracemalloc.take_snapshot()
+        print(f"{sent} requests in {k - args.warmup_rounds} tabs; live objects before {objects}, after "
+              f"{live_objects()}; Gradio sessions held: {len(app.state_holder.session_data)}")
+        for stat in after.compare_to(before, "traceback")[:6]:
+            print(f"{stat.size_diff / 2**20:+.2f} MB in {stat.count_diff:+d} blocks at")
+            print("    " + "\n    ".join(stat.traceback.format()[-6:]))
+    finally:
+        app.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup-rounds", type=int, default=2)
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the server in this process with tracemalloc and report what stays alive (slower; "
+                             "for finding leaks, not for the RSS number)")
+    parser.add_argument("--old-unload", action="store_true",
+                        help="with --in-process: close tabs as before issue 21 (checkpoints released, Gradio's copy "
+                             "of the tab's state kept for an hour), to see what that kept alive")
     args = parser.parse_args()
+    if args.in_process:
+        return leak_check(args)
     from playwright.sync_api import sync_playwright
 
     from attnviz.zoo.registry import bundled

@@ -111,7 +111,7 @@ def test_wrong_timm_architecture_is_a_readable_diff_and_nothing_is_allocated_for
     with pytest.raises(CheckpointError) as info:
         checkpoints.checkpoint_spec("timm:resnet34", path)
     message = str(info.value)
-    assert message.startswith("The checkpoint does not fit timm:resnet34: ")
+    assert message.startswith("Choose resnet18: this looks like a plain checkpoint") and "not timm:resnet34. Details: " in message
     assert "missing key(s): layer1.2.bn1.bias" in message and info.value.field == "checkpoint"
     assert devices and set(devices) == {"meta"}  # keys and shapes were compared on the meta device only
 

@@ -184,8 +184,8 @@ def attention_panel() -> AttentionPanel:
                 query_image = gr.Image(type="numpy", interactive=False, height=QUERY_VIEW_PX + 8, show_label=False,
                                        elem_id="query-image", buttons=[])
             with gr.Column(scale=3):
-                gr.Markdown(f"Spatial gates are drawn as a {render.GATE_LEGEND} (not scaled per map); channel "
-                            "gates as one bar per channel on a 0–1 axis, the 5 largest in red.",
+                gr.Markdown(f"Spatial gates: {render.GATE_LEGEND} (not scaled per map, unlike the CAMs). Channel "
+                            "gates: one bar per channel on a 0–1 axis; red bars are the 5 largest.",
                             elem_id="attention-legend")
                 gallery = gr.Gallery(show_label=False, columns=4, height="auto", object_fit="contain",
                                      elem_id="attention-gallery")
