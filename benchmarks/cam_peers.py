@@ -39,6 +39,7 @@ import torchvision  # noqa: E402
 from attnviz.api import explain_batch  # noqa: E402
 
 SIDE = 224
+COLUMNS = ("plain forward", "attnviz", "TorchCAM", "Captum", "pytorch-grad-cam")
 
 
 def _to_input_size(cams: torch.Tensor) -> np.ndarray:
@@ -137,9 +138,8 @@ def row(methods: tuple[str, ...], batch: int, repeats: int) -> None:
             samples[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in samples.items()}
     label = " + ".join({"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}[m] for m in methods)
-    cells = " | ".join(f"{batch / med[k]:.2f}" for k in fns)
-    ratios = " | ".join(f"{med[k] / med['attnviz']:.2f}×" for k in fns if k != "attnviz")
-    print(f"| {label}, batch {batch} | {' / '.join(fns)} | {cells} | {ratios} | "
+    cells = [f"{batch / med[k]:.2f} ({med[k] / med['attnviz']:.2f}×)" if k in med else "—" for k in COLUMNS]
+    print(f"| {label}, batch {batch} | {' | '.join(cells)} | "
           f"{', '.join(f'{k} {v:.1e}' for k, v in diffs.items())} |", flush=True)
 
 
@@ -183,9 +183,9 @@ def main() -> None:
     print(f"# torch {torch.__version__}, {args.threads} thread(s), {platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {load:.1f} at start; ResNet-50 @224, layer4, per-image targets; medians of "
           f"{args.repeats} interleaved rounds\n")
-    print("| work | contenders | images/s (same order) | time vs attnviz (same order, attnviz left out) | "
-          "max map difference from attnviz |")
-    print("|---|---|---|---|---|")
+    print("Images/s, and in brackets the time as a multiple of attnviz's (above 1: slower than attnviz).\n")
+    print(f"| work | {' | '.join(COLUMNS)} | max map difference from attnviz |")
+    print("|---|---|---|---|---|---|---|")
     for batch in [int(b) for b in args.batches.split(",")]:
         row(("gradcam",), batch, args.repeats)
     row(("gradcam", "gradcam++"), max(int(b) for b in args.batches.split(",")), args.repeats)

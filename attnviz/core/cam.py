@@ -175,10 +175,11 @@ class CamArrays:
     layer_map: torch.Tensor | np.ndarray
 
 
-def scale_maps(maps: torch.Tensor) -> torch.Tensor:
+def scale_maps(maps: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """pytorch-grad-cam's ``scale_cam_image`` without resizing: each (h, w) map minus its minimum, divided by
-    1e-7 + its new maximum (float32, as the library)."""
-    maps = maps - maps.amin(dim=(-2, -1), keepdim=True)
+    1e-7 + its new maximum (float32, as the library). ``inplace``: overwrite ``maps`` (no new buffer)."""
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    maps = maps.sub_(low) if inplace else maps - low
     return maps.div_(1e-7 + maps.amax(dim=(-2, -1), keepdim=True))
 
 
@@ -192,7 +193,8 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def maps_from_layers(per_layer: Sequence[torch.Tensor], input_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(heatmap, raw) at ``input_size`` from non-negative (N, h_l, w_l) maps of one or more layers: pytorch-grad-cam's
     post-processing step for step (per-layer min-max and bilinear resize, ReLU, mean over layers, min-max again);
-    ``raw`` is the mean of the resized un-normalised maps. One resize call per layer for all N maps."""
+    ``raw`` is the mean of the resized un-normalised maps. One resize call per layer for all N maps; the big
+    (N, H, W) buffers are the resize's outputs, worked on in place."""
     n = per_layer[0].shape[0]
     scaled, raws = [], []
     for cam in per_layer:
@@ -200,8 +202,8 @@ def maps_from_layers(per_layer: Sequence[torch.Tensor], input_size: tuple[int, i
         scaled.append(both[:n])
         raws.append(both[n:])
     if len(scaled) == 1:  # the library's ReLU and mean over one layer leave a [0, 1] map exactly as it is
-        return scale_maps(scaled[0]), raws[0].clamp_min_(0)
-    heat = scale_maps(torch.stack(scaled).clamp_min_(0).mean(dim=0))
+        return scale_maps(scaled[0], inplace=True), raws[0].clamp_min_(0)
+    heat = scale_maps(torch.stack(scaled).clamp_min_(0).mean(dim=0), inplace=True)
     return heat, torch.stack(raws).mean(dim=0).clamp_min_(0)
 
 

@@ -58,26 +58,26 @@ def gradcam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bo
 
 
 def gradcam_plus_plus(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
-    """Grad-CAM++ (Chattopadhay et al. 2018, eq. 19), with the library's eps and its zeroing where dS/dA = 0."""
-    grads_power_2 = gradients ** 2
-    grads_power_3 = grads_power_2 * gradients
-    sum_activations = activations.sum(dim=_SPATIAL, keepdim=True)
-    aij = grads_power_2 / (2 * grads_power_2 + sum_activations * grads_power_3 + 0.000001)
-    aij = torch.where(gradients != 0, aij, torch.zeros_like(aij))
-    weights = (torch.clamp_min(gradients, 0) * aij).sum(dim=_SPATIAL)
+    """Grad-CAM++ (Chattopadhay et al. 2018, eq. 19), with the library's eps and its zeroing where dS/dA = 0.
+    In place where the arithmetic allows it: on the CPU every fresh (B, C, h, w) temporary costs page faults."""
+    grads_power_2 = gradients.square()
+    buffer = (grads_power_2 * gradients).mul_(activations.sum(dim=_SPATIAL, keepdim=True))      # sum_A * g^3
+    buffer.add_(grads_power_2, alpha=2).add_(0.000001)                 # 2 g^2 + sum_A g^3 + eps (2 g^2 is exact)
+    aij = grads_power_2.div_(buffer).masked_fill_(gradients == 0, 0)
+    weights = torch.clamp(gradients, min=0, out=buffer).mul_(aij).sum(dim=_SPATIAL)   # two big temporaries only
     return _weighted(weights, activations, eigen_smooth)
 
 
 def xgradcam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
     """XGrad-CAM: activation-weighted gradient sums, normalised by the activations' spatial sum."""
     sum_activations = activations.sum(dim=_SPATIAL, keepdim=True)
-    weights = (gradients * activations / (sum_activations + 1e-7)).sum(dim=_SPATIAL)
+    weights = (gradients * activations).div_(sum_activations + 1e-7).sum(dim=_SPATIAL)
     return _weighted(weights, activations, eigen_smooth)
 
 
 def layercam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
     """LayerCAM: positive gradients times activations, position by position."""
-    return _channel_sum(torch.clamp_min(gradients, 0) * activations, eigen_smooth)
+    return _channel_sum(torch.clamp_min(gradients, 0).mul_(activations), eigen_smooth)
 
 
 def hirescam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
@@ -88,7 +88,7 @@ def hirescam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: b
 
 def gradcam_elementwise(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:
     """Grad-CAM element-wise: ReLU of gradients times activations before the channel sum."""
-    return _channel_sum(torch.clamp_min(gradients * activations, 0), eigen_smooth)
+    return _channel_sum((gradients * activations).clamp_min_(0), eigen_smooth)
 
 
 def eigengradcam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool) -> torch.Tensor:

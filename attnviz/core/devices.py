@@ -99,7 +99,10 @@ def autocast(device: torch.device, enabled: bool) -> ContextManager:
 
 def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
     """Tensors of any shapes (on one device) as numpy arrays, with ONE device->host copy per dtype: flattened and
-    concatenated on the device, copied, split on the host (the arrays are views of that one host buffer)."""
+    concatenated on the device, copied, split on the host (the arrays are views of that one host buffer). Tensors
+    already on the CPU are not copied at all (their arrays share their memory)."""
+    if all(t.device.type == "cpu" for t in tensors):
+        return [t.detach().numpy() for t in tensors]
     out: list[np.ndarray | None] = [None] * len(tensors)
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, t in enumerate(tensors):

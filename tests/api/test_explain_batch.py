@@ -245,7 +245,10 @@ def _same_folder(ours: Path, ref: Path) -> None:
             assert_json_close(_without(json.loads(a.read_text())), _without(json.loads(b.read_text())), 1e-5, name)
         elif name.endswith(".png"):
             x, y = cv2.imread(str(a)), cv2.imread(str(b))
-            assert x.shape == y.shape and np.abs(x.astype(int) - y.astype(int)).max() <= 1, name
+            # the two processes' forwards differ by ~1e-7 (maps too, as with main's numpy formulas); where such a
+            # difference crosses a uint8 step of the heatmap, the blended JET colour moves by up to 4 levels
+            diff = np.abs(x.astype(int) - y.astype(int)).max(axis=-1)
+            assert x.shape == y.shape and diff.max() <= 4 and (diff > 1).sum() <= 16, name
         else:
             with np.load(io.BytesIO(a.read_bytes())) as x, np.load(io.BytesIO(b.read_bytes())) as y:
                 assert sorted(x.files) == sorted(y.files)
