@@ -185,7 +185,7 @@ def test_a_map_that_ignores_the_weights_is_flagged(monkeypatch):
         noise = np.random.default_rng(calls["n"]).random(edges.shape)
         return {"edges": edges.astype(np.float32), "noise": noise.astype(np.float32)}
 
-    monkeypatch.setattr(sanity, "compute_maps", fake_maps)
+    monkeypatch.setattr(sanity_checks, "compute_maps", fake_maps)
     result = sanity_checks.sanity_model(loaded, x, [0, 1], ["gradcam"], layer="layer3", class_names=loaded.spec.class_names)
     assert result["maps"]["edges"]["keeps_structure"] and result["maps"]["edges"]["spearman"][-1] == 1.0
     assert not result["maps"]["noise"]["keeps_structure"] and abs(result["maps"]["noise"]["spearman"][-1]) < 0.1
