@@ -14,10 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from webapp import running_app  # noqa: E402
+from webapp import CHROMIUM, FLAGS, running_app  # noqa: E402
 
 SCENE = ROOT / "attnviz" / "assets" / "examples" / "scene000_hexagon.png"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run"]
 
 
 def main() -> None:
@@ -29,7 +28,7 @@ def main() -> None:
     from playwright.sync_api import expect, sync_playwright
 
     with running_app() as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": args.width, "height": 1000})
         page.set_default_timeout(300_000)
         page.goto(url, wait_until="load")

@@ -25,9 +25,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from soak import inputs, rss_mb  # noqa: E402
-from webapp import free_port, wait_until_serving  # noqa: E402
+from webapp import CHROMIUM, FLAGS, free_port, wait_until_serving  # noqa: E402
 
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run"]
 METHOD_SETS = [(), ("XGrad-CAM",), ("LayerCAM", "Eigen-CAM"), ("HiResCAM",)]
 LAYERS = ["layer2", "layer1", None, "layer3"]
 CMAPS = ["viridis", "turbo", "jet", "magma"]
@@ -138,7 +137,7 @@ def leak_check(args) -> None:
         wait_until_serving(url, timeout=180)
         with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
             images, ckpt = inputs(Path(tmp)), checkpoint(Path(tmp))
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS, headless=True)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
             for k in range(args.warmup_rounds):
                 one_round(browser, url, k, images, ckpt)
             time.sleep(4)
@@ -187,7 +186,7 @@ def main() -> None:
         wait_until_serving(url, timeout=180)
         with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
             images, ckpt = inputs(Path(tmp)), checkpoint(Path(tmp))
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS, headless=True)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
             k = 0
             for _ in range(args.warmup_rounds):
                 one_round(browser, url, k, images, ckpt)

@@ -1,13 +1,20 @@
-"""Helpers for tests that start the web page: a free port and an in-process server."""
+"""Helpers for tests (and benchmarks) that start the web page: a free port, an in-process server, and how to
+launch Debian's Chromium offline."""
 from __future__ import annotations
 
 import contextlib
 import http.server
+import shutil
 import socket
 import threading
 import time
 import urllib.request
 from typing import Iterator
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Chromium on a machine with no network: without the background-networking flags it keeps dialling out
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+         "--no-first-run", "--disable-component-update", "--disable-sync"]
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ import gc
 import io
 import json
 import os
-import shutil
 import time
 import weakref
 from pathlib import Path
@@ -27,26 +26,11 @@ from attnviz.app import pipeline
 from attnviz.data.examples import EXAMPLES_DIR
 from attnviz.zoo import registry as zoo
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-         "--no-first-run", "--disable-component-update", "--disable-sync"]
 SCENES = sorted(p for p in EXAMPLES_DIR.glob("*.png") if not p.name.endswith("_mask.png"))
 SLOW = 180_000   # ms: a comparison on a busy 2-core machine
 WAIT = 60_000
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's Chromium is required for the browser test: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,12 @@ import time
 
 import pytest
 from playwright.sync_api import expect
-from test_browser import CHROMIUM, FLAGS, SCENES, SLOW, WAIT, compare, in_viewport, open_page, upload
+from test_browser import SCENES, SLOW, WAIT, compare, in_viewport, open_page, upload
 from webapp import free_port, wait_until_serving
 
 from attnviz.zoo import registry as zoo
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
