@@ -104,10 +104,11 @@ def accuracy_finding(result: dict) -> list[str]:
     lo, hi = min(r["accuracy"] for r in rows), max(r["accuracy"] for r in rows)
     spread = max(max(e["accuracy"]["values"]) - min(e["accuracy"]["values"]) for e in seeds)
     runs = max(len(e["runs"]) for e in seeds)
+    widest = max((r["accuracy_ci95"][1] - r["accuracy_ci95"][0]) / 2 for r in rows if r.get("accuracy_ci95"))
     return [f"Accuracy does not separate the attention types here: on these {result['n']} images the "
             f"shared-recipe models lie within {(hi - lo) * 100:.1f} points of each other "
-            f"({lo * 100:.1f}–{hi * 100:.1f} %), and one model's training runs differ by up to {spread * 100:.1f} "
-            f"points ({runs} runs per replicated model)."]
+            f"({lo * 100:.1f}–{hi * 100:.1f} %, each with a 95 % CI up to ±{widest * 100:.1f} points wide), and one "
+            f"model's training runs differ by up to {spread * 100:.1f} points ({runs} runs per replicated model)."]
 
 
 def findings(result: dict) -> list[str]:

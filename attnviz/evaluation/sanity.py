@@ -104,7 +104,7 @@ def sanity_markdown(result: dict) -> str:
         f"Produced by `{result['command']}` ({result['n']} benchmark scenes, data seed {result['seed']}; maps for "
         f"{result['target']}; randomisation seed {result['randomisation_seed']}; "
         f"{result['seconds'] / 60:.1f} min). Method: Adebayo et al. 2018, \"Sanity Checks for Saliency Maps\"; "
-        "details in `attnviz/sanity.py`.",
+        "details in `attnviz/evaluation/sanity_checks.py`.",
         "",
         "Each cell: mean Spearman rank correlation / mean SSIM between the original map and the map after "
         "re-initialising every layer group up to and including the column's (classifier first, stem last; "
