@@ -46,3 +46,18 @@ def assert_json_close(a, b, tol: float = 1e-6, path: str = "") -> None:
         assert abs(a - b) <= tol * max(1.0, abs(b)), f"{path}: {a} != {b}"
     else:
         assert a == b, path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Debian Chromium per browser-test module (flags and path: webapp.py)."""
+    from webapp import CHROMIUM, FLAGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's Chromium is required for the browser test: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield b
+        b.close()
