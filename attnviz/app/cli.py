@@ -140,6 +140,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     resolve_device(rank_device(args.device, current()))  # an absent device: one line, before anything loads
     from attnviz.app.batch import explain_paths
+    from attnviz.core.devices import use_threads
+
+    use_threads(args.threads)
 
     chosen = chosen_models(args)
     return explain_paths(args.images, out_dir=Path(args.out), models=chosen, methods=args.methods,
@@ -221,7 +224,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
              if value is not None}
     run_eval(models=chosen, seed=args.seed, out=Path(args.out), progress=not args.quiet,
              update=args.update, data=args.data, batch_size=args.batch_size, device=args.device,
-             faithfulness=not args.localisation_only, command=args.command_line, **given)
+             faithfulness=not args.localisation_only, command=args.command_line, threads=args.threads, **given)
     return 0
 
 
@@ -229,7 +232,8 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     from attnviz.evaluation.sanity import run_sanity
 
     result = run_sanity(models=args.models, n=args.n, seed=args.seed, methods=args.methods, out=Path(args.out),
-                        progress=not args.quiet, device=args.device, command=args.command_line)
+                        progress=not args.quiet, device=args.device, command=args.command_line,
+                        threads=args.threads)
     flagged = [f"{row['model']}/{key}" for row in result["models"] for key, entry in row["maps"].items()
                if entry["keeps_structure"]]
     print(f"wrote {Path(args.out) / 'sanity.json'}, sanity.md and sanity.png ({result['seconds']:.0f} s); maps that "
@@ -271,6 +275,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sys.argv = [str(script), "--repeats", str(args.repeats), "--batch", str(args.batch)]
     runpy.run_path(str(script), run_name="__main__")
     return 0
+
+
+def _threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's own, one per core)")
 
 
 def _models_file_option(p: argparse.ArgumentParser) -> None:
@@ -321,6 +330,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     _add_checkpoint_options(p)
     p.add_argument("--save-safetensors", default=None, help="also write the loaded checkpoint as .safetensors")
     p.add_argument("--npz", action="store_true", help="also write <image>_maps.npz (raw maps and logits)")
+    _threads_option(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_explain)
 
@@ -412,6 +422,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                         "results are in docs/)")
     p.add_argument("--update", action="store_true",
                    help="keep the other models' rows of OUT/results.json (same settings); re-run only --models")
+    _threads_option(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -430,6 +441,7 @@ def _add_sanity(sub: argparse._SubParsersAction) -> None:
                    help=f"folder for sanity.json, sanity.md and sanity.png (default: ./{SANITY_OUT}; the shipped "
                         "results are in docs/)")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
+    _threads_option(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sanity)
 

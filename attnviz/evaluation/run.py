@@ -33,6 +33,7 @@ import torch
 
 from attnviz.api import explain_batch
 from attnviz.core import distributed
+from attnviz.core.devices import use_threads
 from attnviz.core.engine import DEFAULT_BATCH_SIZE
 from attnviz.core.methods import CLASSIC_METHODS, check_methods
 from attnviz.data import synth
@@ -131,6 +132,7 @@ class _Plan:
     road_scenes: int
     batch_size: int
     faithfulness: bool
+    road_imputer: str = "torch"
 
 
 def _reference_maps(loaded: zoo.LoadedModel, images: list[np.ndarray], labels: list[int], methods, batch_size: int,
@@ -193,7 +195,8 @@ def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = Fa
                     [decoded[i][1] for i, _ in labelled], plan.methods,
                     road=[i < plan.road_scenes for i, _ in labelled], seeds=[seeds[i] for i, _ in labelled],
                     batch_size=plan.batch_size, reference=[ref_maps.get(i, {}) for i, _ in labelled] if compare
-                    else None, faithfulness=plan.faithfulness, count=counts[name])
+                    else None, faithfulness=plan.faithfulness, count=counts[name],
+                    road_imputer=plan.road_imputer)
                 if loaded is ref:
                     ref_maps = {i: c for (i, _), c in zip(labelled, cams)}
                 for (i, _), s in zip(labelled, scores):
@@ -273,7 +276,7 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
              out: Path = Path("attnviz-eval"), progress: bool = True, methods: Sequence[str] | None = None,
              road_scenes: int = ROAD_SCENES, update: bool = False, *, data: str | Path | None = None,
              batch_size: int = DEFAULT_BATCH_SIZE, device: str | None = None, faithfulness: bool = True,
-             command: str | None = None) -> dict:
+             command: str | None = None, threads: int | None = None, road_imputer: str = "torch") -> dict:
     """Evaluate ``models`` (default: the bundled zoo) and write results.{md,json,png} into ``out``.
 
     ``n``: benchmark scenes (default 200); with ``data`` at most that many images of the folder (default all).
@@ -282,11 +285,13 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
     ``faithfulness=False`` skips deletion / insertion and ROAD (localisation and agreement only).
     Under torchrun every rank returns after the gather; only rank 0 writes files and gets the result.
     ``command``: the command line to record in results.md (the CLI passes its own; default: one rebuilt from
-    the arguments, ``--models`` included when given).
+    the arguments, ``--models`` included when given). ``threads``: torch's CPU threads (default: torch's own, every
+    core), recorded in results.md. ``road_imputer``: ``"torch"`` (attnviz.metrics.imputation, on the models'
+    device) or ``"library"`` (pytorch-grad-cam's, the reference; benchmarks/eval_cost.py compares the two).
     """
     from attnviz.evaluation.report import write_outputs
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    threads = use_threads(threads)
     if batch_size < 1:
         raise AttnvizError("--batch-size must be at least 1.")
     if data is not None and seed is not None:
@@ -322,11 +327,11 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
             "seed": None if data is not None else seed, "n": n_images, "road_scenes": road_scenes,
             "methods": list(methods), "target": "the true class", "synth_version": synth.VERSION,
             "data": None if data is None else str(data), "localisation_only": not faithfulness,
-            "machine": f"{platform.machine()}, torch {torch.__version__}",
+            "machine": f"{platform.machine()}, torch {torch.__version__}, {threads} threads",
         }
         previous = _previous(out, result, images.ids) if update else None
         reference = _reference_model(loaded, images, device)
-        plan = _Plan(loaded, reference, methods, road_scenes, batch_size, faithfulness)
+        plan = _Plan(loaded, reference, methods, road_scenes, batch_size, faithfulness, road_imputer)
         start = time.perf_counter()
         mine, counts = score_shard(images, [i for i, _ in distributed.shard(range(n_images), world)], plan,
                                    progress=progress and world.is_main)
