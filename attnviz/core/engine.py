@@ -472,6 +472,10 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
     if slow:
         warnings.append("Score-/Ablation-CAM maps come normalised by pytorch-grad-cam; they cannot share a colour "
                         "scale with the others.")
+    unsmoothed = [catalogue.title(m) for m in o.methods if catalogue.get(m).kind == catalogue.INPUT]
+    if o.eigen_smooth and unsmoothed:
+        warnings.append(f"eigen smooth applies to the CAM-layer methods; {', '.join(unsmoothed)} are computed "
+                        "without it.")
     if o.amp and r.device.type != "cuda":
         warnings.append(f"--amp runs only on CUDA; the maps were computed in float32 on {r.device}.")
     out = []
