@@ -64,8 +64,17 @@ def architectures() -> list[str]:
 
 
 def method_choices() -> list[tuple[str, str]]:
-    """(title, name) of every catalogue method, in catalogue order: the page's CAM-method checkboxes."""
-    return [(catalogue.title(m), m) for m in catalogue.names()]
+    """(title, name) of every catalogue method, grouped by cost kind (cheapest first, catalogue order inside a
+    group): the page's CAM-method checkboxes; :func:`method_info` names the groups under them."""
+    return [(catalogue.title(m), m) for group in catalogue.by_cost().values() for m in group]
+
+
+def method_info() -> str:
+    """The line under the method checkboxes: each cost group with its methods, read from the catalogue."""
+    groups = [f"{cost} ({catalogue.COST_HELP[cost]}): {', '.join(catalogue.title(m) for m in group)}"
+              for cost, group in catalogue.by_cost().items()]
+    flows = ", ".join(catalogue.title(m) for m in catalogue.names(catalogue.ROLLOUT))
+    return "Cost beyond the one forward — " + "; ".join(groups) + f". {flows} need a ViT/DeiT-style transformer."
 
 
 def specs_for(names: Sequence[str], session: uploads.SessionModels | None) -> list[ModelSpec]:

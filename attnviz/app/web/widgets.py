@@ -106,9 +106,7 @@ def options_panel(model_list: list[tuple[str, str]], selection: list[str], image
         run_progress = gr.Markdown("", elem_id="run-progress")
     examples_panel(image)
     methods = gr.CheckboxGroup(choices.method_choices(), value=list(DEFAULT_METHODS), label="CAM methods",
-                               elem_id="cam-methods",
-                               info="Score- and Ablation-CAM are slow (many forward passes); rollout and "
-                                    "grad-rollout need a ViT/DeiT-style transformer.")
+                               elem_id="cam-methods", info=choices.method_info())
     with gr.Row():
         target = gr.Dropdown(choices.target_choices(), value=choices.TOP1, label="Target class",
                              allow_custom_value=True, elem_id="target")
