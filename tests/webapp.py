@@ -6,8 +6,8 @@ import contextlib
 import http.server
 import os
 import shutil
-import subprocess
 import socket
+import subprocess
 import threading
 import time
 import urllib.request

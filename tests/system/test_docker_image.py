@@ -4,7 +4,8 @@ Builds with docker where a daemon answers, else podman (tests/containers.py: wha
 is supplied), starts the container with a mounted models file, and checks what a user of ``docker run`` relies
 on: HTTP 200, a healthy health check, a real ``/compare`` through gradio_client, a non-root user, the mounted
 model on the page, and ``docker stop`` ending it within 3 s with exit status 0. The image, the stand-in base and
-dangling layers are removed afterwards (``ATTNVIZ_DOCKER_KEEP=1`` keeps the image for the next run).
+dangling layers are removed afterwards. While working on the run side: ``ATTNVIZ_DOCKER_KEEP=1`` keeps the image,
+``ATTNVIZ_DOCKER_REUSE=1`` runs the tests on the kept image instead of building it again.
 Figures (build time, image size, start and stop times) go to test-output/docker_image.json.
 """
 from __future__ import annotations
@@ -17,18 +18,19 @@ import time
 import urllib.request
 from pathlib import Path
 
+import containers
 import pytest
 import torch
 from conftest import PROJECT_ROOT
 from webapp import free_port, wait_until_serving
 
-import containers
 from attnviz.data.examples import EXAMPLES_DIR
 
 pytestmark = pytest.mark.docker
 
 TAG = "localhost/attnviz-test:latest"
 KEEP = os.environ.get("ATTNVIZ_DOCKER_KEEP") == "1"
+REUSE = os.environ.get("ATTNVIZ_DOCKER_REUSE") == "1"
 STOP_LIMIT_S = 3.0
 FIGURES: dict[str, object] = {}
 SCENE = sorted(p for p in EXAMPLES_DIR.glob("*.png") if not p.name.endswith("_mask.png"))[0]
@@ -62,8 +64,9 @@ def image(engine) -> str:
     stand_in = containers.ensure_base(engine, engine.workdir)
     index = containers.torch_index()
     FIGURES.update({"stand_in_base": stand_in, "torch_index": index or containers.CPU_INDEX})
-    if KEEP and engine.has_image(TAG):
-        engine.build_log = ""
+    if REUSE and engine.has_image(TAG):
+        FIGURES["reused_image"] = True
+        FIGURES["image_bytes"] = int(engine("image", "inspect", "--format", "{{.Size}}", TAG).stdout.strip())
         return TAG
     start = time.perf_counter()
     result = engine(*containers.build_command(engine, TAG, stand_in, index), timeout=1800)
