@@ -88,9 +88,18 @@ class Engine:
         return self("inspect", "--format", "{{.State.Health.Status}}", container, timeout=30).stdout.strip()
 
 
+def _docker_daemon_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return run(["docker", "info"], timeout=60).returncode == 0
+    except subprocess.TimeoutExpired:   # a client with no daemon behind it may wait instead of failing
+        return False
+
+
 def find_engine(workdir: Path) -> Engine:
     """docker with a daemon, else podman (installed when possible); raises Unavailable otherwise."""
-    if shutil.which("docker") and run(["docker", "info"], timeout=20).returncode == 0:
+    if _docker_daemon_answers():
         return Engine("docker", workdir=workdir)
     if not shutil.which("podman") or not shutil.which("runc"):
         _apt_install(PODMAN_PACKAGES)
