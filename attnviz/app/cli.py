@@ -53,8 +53,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     _load_models_file(args)  # before launching: a bad entry stops here, the server never starts half-configured
     print(f"attnviz: models run on {device}", file=sys.stderr)
-    launch(host=args.host, port=args.port, models=args.models, share=False)
-    return 0
+    from attnviz.app.shutdown import serve_until_stopped
+
+    # SIGTERM (docker stop) or Ctrl-C closes the server and exits 0 (attnviz/app/shutdown.py says why)
+    return serve_until_stopped(lambda: launch(host=args.host, port=args.port, models=args.models, share=False,
+                                              prevent_thread_lock=True))
 
 
 def cmd_models(args: argparse.Namespace) -> int:

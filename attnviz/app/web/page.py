@@ -24,6 +24,10 @@ from attnviz.core.methods import DEFAULT_METHODS  # noqa: E402
 from attnviz.zoo.registry import default_models  # noqa: E402
 
 CONCURRENCY = int(os.environ.get("ATTNVIZ_CONCURRENCY", "2"))
+# Requests waiting beyond the CONCURRENCY running ones; one more is refused at once (HTTP 503): the page shows
+# Gradio's "This application is currently busy. Please try again.", gradio_client raises QueueError
+# ("Queue is full! Please try again."). benchmarks/load.py measures it.
+QUEUE_SIZE = int(os.environ.get("ATTNVIZ_QUEUE_SIZE", "64"))
 # Gradio refuses larger uploads before they reach us (checkpoints can be ~100 MB; images are further
 # capped at images.MAX_UPLOAD_BYTES by the decoder).
 DEFAULT_MAX_UPLOAD_MB = 200
@@ -128,7 +132,7 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
         _wire_checkpoints(cp, op, states)
         app.unload(handlers.unloader(app))
         _public_api(selection, states["session"])
-    app.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
+    app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app
 
 
