@@ -27,7 +27,7 @@ from attnviz.core.layers import default_cam_layer
 from attnviz.core.recording.recorder import record_attention, stage_summaries
 from attnviz.core.slow import check_slow_budget, slow_cams
 from attnviz.core.specs import LoadedModel, ModelSpec
-from attnviz.core.transformers import global_attention_modules, probabilities_module, unfused
+from attnviz.core.transformers import global_attention_modules, probabilities_module, rollout_obstacle, unfused
 from attnviz.data.images import decode_image
 from attnviz.errors import AttnvizError, TargetError
 from attnviz.results import AttentionMap, CamMap, Explanation, Prediction
@@ -49,13 +49,26 @@ def _lock_for_module(model: nn.Module) -> threading.Lock:
         return lock
 
 
-def resolve_target(target: Target, class_names: Sequence[str], logits: torch.Tensor | np.ndarray) -> int:
-    """None -> top-1; int -> that index; str -> class by name (case and separators ignored)."""
+CLASSES_LISTED = 20   # an unknown class's message lists this many of the model's classes
+
+
+def class_list(class_names: Sequence[str]) -> str:
+    """The model's classes for an error message: all of them, or the first few and how many there are."""
+    shown = ", ".join(class_names[:CLASSES_LISTED])
+    more = len(class_names) - CLASSES_LISTED
+    return f"{shown}, ... ({len(class_names)} in all)" if more > 0 else shown
+
+
+def resolve_target(target: Target, class_names: Sequence[str], logits: torch.Tensor | np.ndarray,
+                   model: str = "") -> int:
+    """None -> top-1; int -> that index; str -> class by name (case and separators ignored). ``model`` names the
+    model in the error, which lists its classes (a comparison asks every model in turn)."""
     if target is None or (isinstance(target, str) and target.strip().lower() in ("", "top-1", "top1")):
         return int(np.argmax(np.asarray(logits)))
     if isinstance(target, (int, np.integer)):
         if not 0 <= int(target) < len(class_names):
-            raise TargetError(f"Class index {target} is out of range: this model has {len(class_names)} classes.")
+            raise TargetError(f"Class index {target} is out of range: {model or 'this model'} has "
+                              f"{len(class_names)} classes (0-{len(class_names) - 1}).")
         return int(target)
 
     def norm(s: str) -> str:
@@ -66,10 +79,11 @@ def resolve_target(target: Target, class_names: Sequence[str], logits: torch.Ten
         if norm(name) == wanted:
             return i
     if wanted.isdigit():
-        return resolve_target(int(wanted), class_names, logits)
+        return resolve_target(int(wanted), class_names, logits, model)
     close = difflib.get_close_matches(wanted, [norm(c) for c in class_names], n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise TargetError(f"Unknown class {target!r} for this model.{hint}")
+    raise TargetError(f"Unknown class {target!r} for {model or 'this model'}.{hint} Its classes: "
+                      f"{class_list(class_names)}.")
 
 
 def _module_device(net: nn.Module) -> torch.device:
@@ -198,6 +212,17 @@ def _maps_from_layer(layer_maps: torch.Tensor, input_hw: tuple[int, int]) -> cam
     return cam_core.CamArrays(heat, raw, positive)
 
 
+def unavailable_methods(model: nn.Module, methods: Sequence[str]) -> dict[str, str]:
+    """The methods of ``methods`` this network cannot compute, each with why (rollout needs a ViT's global
+    attention). One rule for the engine's plan, ``compare``'s refusal and the CLI's check before any image."""
+    flows = [m for m in methods if catalogue.get(m).kind == catalogue.ROLLOUT]
+    obstacle = rollout_obstacle(model) if flows else ""
+    if not obstacle:
+        return {}
+    return {m: f"{catalogue.title(m)} needs a ViT/DeiT's global self-attention; this model has {obstacle}"
+            for m in flows}
+
+
 @dataclass
 class _Options:
     methods: tuple[str, ...]
@@ -208,6 +233,7 @@ class _Options:
     eigen_smooth: bool
     aug_smooth: bool
     amp: bool
+    skip_unavailable: bool = False
 
 
 @dataclass
@@ -221,19 +247,27 @@ class _Plan:
     taps: list[nn.Module]
     needs_grad: bool
     kinds: list[str]
+    unavailable: dict[str, str] = field(default_factory=dict)   # method -> why this model cannot compute it
 
 
 def _plan(r: LoadedModel, o: _Options) -> _Plan:
+    """The methods this model computes, by kind; one it cannot compute is an error, or (``skip_unavailable``:
+    another model of the comparison computes it) left out with its reason."""
+    unavailable = unavailable_methods(r.model, o.methods)
+    if unavailable and not o.skip_unavailable:
+        method, why = next(iter(unavailable.items()))
+        raise TargetError(f"{_described(r)}: {why}. Use a CAM method instead.")
     kind_of = {m: catalogue.get(m) for m in o.methods}
-    one_pass = [m for m in o.methods if kind_of[m].kind == catalogue.ONE_PASS]
-    flows = [m for m in o.methods if kind_of[m].kind == catalogue.ROLLOUT]
-    slow = [m for m in o.methods if kind_of[m].kind == catalogue.SLOW]
+    wanted = [m for m in o.methods if m not in unavailable]
+    one_pass = [m for m in wanted if kind_of[m].kind == catalogue.ONE_PASS]
+    flows = [m for m in wanted if kind_of[m].kind == catalogue.ROLLOUT]
+    slow = [m for m in wanted if kind_of[m].kind == catalogue.SLOW]
     layer_modules = [cam_core.resolve_layer(r.model, n) for n in o.layer_names]
     attention = [probabilities_module(m) for _, m in global_attention_modules(r.model)] if flows else []
     taps = (layer_modules if (one_pass or slow) else []) + attention
     graded = [kind_of[m] for m in one_pass + flows if kind_of[m].gradients]
     kinds = sorted({m.score for m in graded})
-    return _Plan(one_pass, flows, slow, layer_modules, taps, bool(graded), kinds)
+    return _Plan(one_pass, flows, slow, layer_modules, taps, bool(graded), kinds, unavailable)
 
 
 @dataclass
@@ -253,9 +287,9 @@ class _Pass:
 
 
 def _targets(own: np.ndarray, names: tuple[str, ...], targets: list[Target],
-             contrasts: list[Target]) -> tuple[list[int], list[int | None]]:
-    target_idx = [resolve_target(t, names, own[i]) for i, t in enumerate(targets)]
-    contrast_idx: list[int | None] = [None if c is None else resolve_target(c, names, own[i])
+             contrasts: list[Target], model: str = "") -> tuple[list[int], list[int | None]]:
+    target_idx = [resolve_target(t, names, own[i], model) for i, t in enumerate(targets)]
+    contrast_idx: list[int | None] = [None if c is None else resolve_target(c, names, own[i], model)
                                       for i, c in enumerate(contrasts)]
     for t, c in zip(target_idx, contrast_idx):
         if c is not None and c == t:
@@ -287,7 +321,7 @@ def _forward_and_gradients(r: LoadedModel, x: torch.Tensor, plan: _Plan, o: _Opt
         names = o.names or tuple(f"class_{i}" for i in range(own.shape[-1]))
         if len(names) != own.shape[-1]:
             raise AttnvizError(f"{len(names)} class names given for a model with {own.shape[-1]} outputs.")
-        target_idx, contrast_idx = _targets(own, names, targets, contrasts)
+        target_idx, contrast_idx = _targets(own, names, targets, contrasts, _described(r))
         copies = len(transforms)
         grads: dict[str, list[torch.Tensor | None]] = {}
         for j, kind in enumerate(plan.kinds):
@@ -350,13 +384,13 @@ def _to_host(computed: dict[str, cam_core.CamArrays], slow_maps: dict[str, np.nd
 
 
 def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArrays], o: _Options,
-                  views: list[np.ndarray | None], share: dict[str, float], slow: bool) -> list[Explanation]:
+                  views: list[np.ndarray | None], share: dict[str, float], plan: _Plan) -> list[Explanation]:
     """One :class:`Explanation` per image of the chunk."""
     names = p.names
     options = {"layers": list(o.layer_names), "eigen_smooth": o.eigen_smooth, "aug_smooth": o.aug_smooth,
                "amp": bool(o.amp and r.device.type == "cuda"), "batch": len(views)}
     warnings: list[str] = []
-    if slow:
+    if plan.slow:
         warnings.append("Score-/Ablation-CAM maps come normalised by pytorch-grad-cam; they cannot share a colour "
                         "scale with the others.")
     if o.amp and r.device.type != "cuda":
@@ -365,7 +399,7 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
     for i in range(len(views)):
         attention_maps: list[AttentionMap] = p.maps_per_image[i]
         cams = {m: CamMap(m, computed[m].heatmap[i], computed[m].raw[i], computed[m].layer_map[i])
-                for m in o.methods}
+                for m in o.methods if m in computed}
         theta = next((a.data for a in attention_maps if a.layout == "affine"), None)
         if theta is not None:  # a spatial transformer: CAMs live on its warped view; show them on the input
             cams = {m: CamMap(m, _renormalise(cam_core.warp_to_input(c.heatmap, theta)),
@@ -382,7 +416,7 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
             timings=dict(share), logits=p.own[i].astype(np.float32), weights_sha256=r.weights_sha256,
             warnings=list(warnings), view_resize=r.spec.resize_size if (r.spec and views[i] is not None) else 0,
             contrast=None if c is None else Prediction(c, names[c], float(probs[c])), options=dict(options),
-            device=str(r.device)))
+            device=str(r.device), unavailable=dict(plan.unavailable)))
     return out
 
 
@@ -401,14 +435,15 @@ def _explain_chunk(r: LoadedModel, x_chunk: torch.Tensor, views: list[np.ndarray
              "preprocess": (t1 - t0) / b, "total": (t5 - t0) / b}
     if plan.slow:
         share["slow_methods"] = (t4 - t3) / b
-    return _explanations(r, p, computed, o, views, share, bool(plan.slow))
+    return _explanations(r, p, computed, o, views, share, plan)
 
 
 def explain_loaded(r: LoadedModel, images, methods: Sequence[str], targets: Target | Sequence[Target] = None,
                    layer: str | Sequence[str] | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
                    record: bool = True, topk: int = 5, class_names: Sequence[str] | None = None,
                    contrast: Target | Sequence[Target] = None, eigen_smooth: bool = False, aug_smooth: bool = False,
-                   amp: bool = False, progress: ProgressFn | None = None) -> list[Explanation]:
+                   amp: bool = False, progress: ProgressFn | None = None,
+                   skip_unavailable: bool = False) -> list[Explanation]:
     """:func:`attnviz.api.explain_batch` on a model already resolved to a :class:`LoadedModel`."""
     if batch_size < 1:
         raise AttnvizError("batch_size must be at least 1.")
@@ -417,7 +452,7 @@ def explain_loaded(r: LoadedModel, images, methods: Sequence[str], targets: Targ
     n = x.shape[0]
     names = tuple(class_names) if class_names else (r.spec.class_names if r.spec else ())
     opts = _Options(methods, _layer_names(layer, r.spec, r.model), names, topk, record, eigen_smooth, aug_smooth,
-                    amp)
+                    amp, skip_unavailable)
     target_list = _per_image(targets, n, "targets")
     contrast_list = _per_image(contrast, n, "contrast classes")
     copies = 6 if aug_smooth else 1
@@ -430,6 +465,13 @@ def explain_loaded(r: LoadedModel, images, methods: Sequence[str], targets: Targ
         if progress:
             progress(stop, n, r.name)
     return out
+
+
+def _described(r: LoadedModel) -> str:
+    """How a message names a model: "SE-ResNet (se)", or the module's class name."""
+    if r.spec is None:
+        return type(r.model).__name__
+    return r.spec.name if r.spec.display_name == r.spec.name else f"{r.spec.display_name} ({r.spec.name})"
 
 
 def _renormalise(heat: np.ndarray) -> np.ndarray:

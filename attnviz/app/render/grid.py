@@ -45,6 +45,7 @@ class GridRow:
     display_name: str
     label: list[str]                  # the row label's lines (name, top-1, target, compared with, layer, smoothing)
     cells: list[np.ndarray]           # one (cell, cell, 3) picture per column
+    empty: dict[int, str] = field(default_factory=dict)   # column -> why that cell has no map ("n/a: ...")
 
 
 @dataclass
@@ -113,7 +114,8 @@ def vs_baseline_column(comparison: Comparison, method: str | None = None) -> Ext
     from attnviz.metrics.agreement import baseline_row, difference_map
 
     base = baseline_row(comparison.explanations)
-    method = method or (comparison.methods[0] if comparison.methods else None)
+    if method is None and base is not None:   # the first method the baseline computes (not a ViT's rollout)
+        method = next((m for m in comparison.methods if m in base.cams), None)
     if base is None or len(comparison.explanations) < 2 or method not in base.cams:
         return None
 
@@ -125,11 +127,26 @@ def vs_baseline_column(comparison: Comparison, method: str | None = None) -> Ext
             return text_image(["no difference map:", *why.split("\n")], cell, cell, 11, palette.muted_paper,
                               palette.muted_ink, center=True)
         if method not in expl.cams:
-            return text_image(["not computed"], cell, cell, 12, palette.muted_paper, palette.muted_ink, center=True)
+            return empty_cell(expl, method, cell, palette)
         diff = difference_map(expl.cams[method].heatmap, base.cams[method].heatmap)
         return difference_cell(diff, expl.image, cell, comp.agreement.get((expl.model, method)), palette)
 
     return (f"vs baseline: {method_title(method)}", draw)
+
+
+def empty_cell(expl: Explanation, method: str, cell: int, palette: Palette = LIGHT) -> np.ndarray:
+    """The cell of a method this row has no map of: "n/a" and why (rollout on a CNN), or "not computed"."""
+    why = expl.unavailable.get(method)
+    if not why:
+        return text_image(["not computed"], cell, cell, 12, palette.muted_paper, palette.muted_ink, center=True)
+    return text_image(["n/a", "", *_wrapped([why], cell, 11)], cell, cell, 11, palette.muted_paper,
+                      palette.muted_ink, center=True)
+
+
+def empty_cell_reason(expl: Explanation, method: str) -> str:
+    """What :func:`empty_cell` says, as text (the page's alt text and tooltip)."""
+    why = expl.unavailable.get(method)
+    return f"n/a: {why}" if why else "not computed"
 
 
 def input_cell(expl: Explanation, comparison: Comparison, cell: int) -> np.ndarray:
@@ -197,14 +214,16 @@ def grid_cells(comparison: Comparison, *, methods: Sequence[str] | None = None, 
     rows = []
     for expl in comparison.explanations:
         cells = [input_cell(expl, comparison, cell)]
+        why: dict[int, str] = {}
         for m in methods:
+            if m not in expl.cams:
+                why[len(cells)] = empty_cell_reason(expl, m)
             cells.append(cam_cell(expl, m, opacity=opacity, cmap=cmap, shared_vmax=vmaxes.get(m), size=cell)
-                         if m in expl.cams else text_image(["not computed"], cell, cell, 12, palette.muted_paper,
-                                                           palette.muted_ink, center=True))
+                         if m in expl.cams else empty_cell(expl, m, cell, palette))
         if include_attention:
             cells.append(square(attention_cell(expl, cell, opacity, cmap, palette), cell))
         cells.extend(square(draw(expl, comparison, cell, palette), cell) for _, draw in extra_columns)
-        rows.append(GridRow(expl.model, expl.display_name, row_label(expl), cells))
+        rows.append(GridRow(expl.model, expl.display_name, row_label(expl), cells, why))
     bar = None
     if shared_scale and methods:
         bar = colorbar(cmap, 0.0, max(vmaxes.values()), cell, COLORBAR_W, palette)
@@ -213,12 +232,13 @@ def grid_cells(comparison: Comparison, *, methods: Sequence[str] | None = None, 
                      legend_lines(include_attention, vs, shared_scale), bar, cell, palette)
 
 
-def _wrapped(lines: Sequence[str], width: int) -> list[str]:
-    from attnviz.app.render.draw import font
+def _wrapped(lines: Sequence[str], width: int, size: int = LEGEND_FONT) -> list[str]:
+    from attnviz.app.render.draw import drawable, font
 
-    face = font(LEGEND_FONT)
+    face = font(size)
     out: list[str] = []
     for line in lines:
+        line = drawable(line, size)   # measured as it will be drawn
         current = ""
         for word in line.split(" "):
             trial = f"{current} {word}".strip()

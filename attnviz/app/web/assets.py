@@ -25,6 +25,7 @@ CSS = """
 }
 #ood-note { border-left: 4px solid var(--color-accent, #f97316); padding-left: 10px; }
 #image-error { color: var(--error-text-color, #b91c1c); }
+#run-message { border-left: 4px solid var(--error-text-color, #b91c1c); padding-left: 10px; }
 #checkpoint-status .av-refused { border-left: 4px solid var(--error-text-color, #b91c1c); padding-left: 10px; }
 /* Compare and its progress share a row; the progress box keeps its place so nothing jumps */
 #run-row { align-items: center; }
@@ -81,7 +82,10 @@ CSS = """
 DARK_JS = "() => document.body.classList.contains('dark') || document.documentElement.classList.contains('dark')"
 
 # The answer arrived: bring the results into view (the settings above them can fill a screen).
+# A refusal (#run-message shown) keeps the page where it is.
 SHOW_RESULTS_JS = """() => { const s = document.querySelector('#results');
+  const m = document.querySelector('#run-message');
+  if (m && m.offsetParent !== null && m.innerText.trim()) return;
   if (s && s.offsetParent !== null) s.scrollIntoView({block: 'start'}); }"""
 
 # Clicking a picture of the grid toggles 1:1 size (the grid is otherwise scaled to the frame).

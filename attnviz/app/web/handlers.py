@@ -125,14 +125,31 @@ def _request(image, models, methods, target, layer, opacity, scale, cmap, box, s
                             eigen_smooth=choices.EIGEN_SMOOTH in smoothing, aug_smooth=choices.AUG_SMOOTH in smoothing)
 
 
+COMPARE_OUTPUTS = 16   # what on_compare returns: the result views, the states, and the refusal line last
+
+
+def refused_compare(message: str) -> tuple:
+    """A refused comparison: one line beside Compare, everything else left as it was (the button is enabled
+    again by the event chain, so the next Compare works)."""
+    return (*[gr.skip()] * (COMPARE_OUTPUTS - 1),
+            gr.update(value=f"**Not compared.** {message}", visible=True))
+
+
 def on_compare(image, models, methods, target, layer, opacity, scale, cmap, box, dark, session, contrast=None,
                smoothing=None, progress=gr.Progress()):
-    """Run the comparison; every result view at once, the results area shown."""
-    if image is None:
-        raise user_error("Upload an image (or pick an example) first.")
-    request = _request(image, models, methods, target, layer, opacity, scale, cmap, box, session, contrast,
-                       smoothing)
-    result = _run(request, progress)
+    """Run the comparison; every result view at once, the results area shown. A refusal is a line beside
+    Compare, not an exception: an exception would leave Gradio's error badge on the page."""
+    try:
+        if image is None:
+            raise user_error("Upload an image (or pick an example) first.")
+        request = _request(image, models, methods, target, layer, opacity, scale, cmap, box, session, contrast,
+                           smoothing)
+        return _compare_views(_run(request, progress), opacity, scale, cmap, dark, session)
+    except gr.Error as exc:
+        return refused_compare(exc.message)
+
+
+def _compare_views(result: pipeline.PageResult, opacity, scale, cmap, dark, session) -> tuple:
     files = downloads.write_downloads(result)
     comparison = result.comparison
     grid = views.page_grid(comparison, float(opacity), scale == "shared", cmap, bool(dark))
@@ -145,7 +162,7 @@ def on_compare(image, models, methods, target, layer, opacity, scale, cmap, box,
     return (gr.update(visible=True), views.status_markdown(result), ood, grid, views.predictions_html(result),
             gr.update(value=scores, visible=bool(scores)), gr.update(value=agreement, visible=bool(agreement)),
             files, comparison, gr.update(choices=named, value=first), gr.update(value="stage summaries"), gallery,
-            None, views.query_view(comparison, first, None), session)
+            None, views.query_view(comparison, first, None), session, gr.update(value="", visible=False))
 
 
 def api_compare(image, models: str = "", methods: str = "gradcam,gradcam++", target: str = "",

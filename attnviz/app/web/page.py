@@ -49,12 +49,13 @@ def _wire_inputs(ip: widgets.InputPanel, op: widgets.OptionsPanel, states: dict)
 
 def _wire_compare(ip: widgets.InputPanel, op: widgets.OptionsPanel, rp: widgets.ResultsPanel,
                   ap: widgets.AttentionPanel, states: dict) -> None:
-    """Compare: disabled while it runs, progress beside it, the results brought into view when they arrive."""
+    """Compare: disabled while it runs, progress beside it, the results brought into view when they arrive; a
+    refusal is a line under it (handlers.refused_compare) and Compare is enabled again either way."""
     inputs = [ip.image, op.models, op.methods, op.target, op.layer, rp.opacity, rp.scale, rp.cmap, states["box"],
               states["dark"], states["session"], op.contrast, op.smoothing]
     outputs = [rp.box, rp.status, rp.ood_note, rp.grid, rp.predictions, rp.scores, rp.agreement, rp.downloads,
                states["comparison"], ap.model, ap.scope, ap.gallery, states["query"], ap.query_image,
-               states["session"]]
+               states["session"], op.run_message]
     busy = op.run.click(lambda: gr.update(interactive=False), None, op.run, queue=False, api_visibility="private",
                         show_progress="hidden")
     done = busy.then(handlers.on_compare, inputs, outputs, api_name="compare_page", api_visibility="private",
@@ -62,6 +63,9 @@ def _wire_compare(ip: widgets.InputPanel, op: widgets.OptionsPanel, rp: widgets.
                      show_progress_on=[op.run_progress])
     done.then(lambda: gr.update(interactive=True), None, op.run, queue=False, api_visibility="private",
               show_progress="hidden", js=SHOW_RESULTS_JS)
+    # Gradio 6's page runs a .then() only after success; an unexpected fault must not leave Compare disabled
+    done.failure(lambda: gr.update(interactive=True), None, op.run, queue=False, api_visibility="private",
+                 show_progress="hidden")
 
 
 def _wire_results(op: widgets.OptionsPanel, rp: widgets.ResultsPanel, ap: widgets.AttentionPanel,

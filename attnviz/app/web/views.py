@@ -111,6 +111,10 @@ def _label_html(lines: Sequence[str], name: str) -> str:
     return f"<th scope='row' class='av-label'><b>{html.escape(name)}</b>{rest}</th>"
 
 
+def _tooltip(text: str | None) -> str:
+    return f" title='{html.escape(text, quote=True)}'" if text else ""
+
+
 def grid_html(cells: render.GridCells) -> str:
     """The grid as a table scaled to the frame: sticky column titles, text labels (they follow the page's
     theme), a click on any picture toggles 1:1 size; below ~700 px each model becomes a card."""
@@ -122,8 +126,10 @@ def grid_html(cells: render.GridCells) -> str:
         tds = "".join(
             f"<td><span class='av-cell-title'>{html.escape(t)} · {html.escape(n)}</span>"
             f"<img src='{_data_uri(img)}' width='{img.shape[1]}' height='{img.shape[0]}' "
-            f"alt='{html.escape(row.display_name, quote=True)}: {html.escape(t, quote=True)}'></td>"
-            for (t, n), img in zip(cells.columns, row.cells))
+            f"alt='{html.escape(row.display_name, quote=True)}: {html.escape(t, quote=True)}"
+            f"{html.escape(' — ' + row.empty[c], quote=True) if c in row.empty else ''}'"
+            f"{_tooltip(row.empty.get(c))}></td>"
+            for c, ((t, n), img) in enumerate(zip(cells.columns, row.cells)))
         body.append(f"<tr data-model='{html.escape(row.model, quote=True)}'>{_label_html(row.label, row.display_name)}"
                     f"{tds}</tr>")
     bar = (f"<img src='{_data_uri(cells.colorbar, '.png')}' alt='shared colour scale' width='64'>"

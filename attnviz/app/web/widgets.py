@@ -35,6 +35,7 @@ class OptionsPanel:
     model_limit: gr.Markdown
     run: gr.Button
     run_progress: gr.Markdown
+    run_message: gr.Markdown
     methods: gr.CheckboxGroup
     target: gr.Dropdown
     contrast: gr.Dropdown
@@ -104,6 +105,7 @@ def options_panel(model_list: list[tuple[str, str]], selection: list[str], image
     with gr.Row(elem_id="run-row"):
         run = gr.Button("Compare", variant="primary", elem_id="compare-button", scale=1, min_width=140)
         run_progress = gr.Markdown("", elem_id="run-progress")
+    run_message = gr.Markdown("", visible=False, elem_id="run-message")   # why the last Compare was refused
     examples_panel(image)
     methods = gr.CheckboxGroup(choices.method_choices(), value=list(DEFAULT_METHODS), label="CAM methods",
                                elem_id="cam-methods",
@@ -124,7 +126,7 @@ def options_panel(model_list: list[tuple[str, str]], selection: list[str], image
                                  elem_id="smoothing",
                                  info="pytorch-grad-cam's eigen_smooth (first principal component) and aug_smooth "
                                       "(mean over 6 flipped / brightness-scaled copies, run as one batch).")
-    return OptionsPanel(models, model_limit, run, run_progress, methods, target, contrast, layer, smoothing)
+    return OptionsPanel(models, model_limit, run, run_progress, run_message, methods, target, contrast, layer, smoothing)
 
 
 def not_downloaded_panel() -> None:
