@@ -135,22 +135,27 @@ def refused_compare(message: str) -> tuple:
             gr.update(value=f"**Not compared.** {message}", visible=True))
 
 
+def _tab(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
 def on_compare(image, models, methods, target, layer, opacity, scale, cmap, box, dark, session, contrast=None,
-               smoothing=None, progress=gr.Progress()):
+               smoothing=None, progress=gr.Progress(), request: gr.Request = None):
     """Run the comparison; every result view at once, the results area shown. A refusal is a line beside
     Compare, not an exception: an exception would leave Gradio's error badge on the page."""
     try:
         if image is None:
             raise user_error("Upload an image (or pick an example) first.")
-        request = _request(image, models, methods, target, layer, opacity, scale, cmap, box, session, contrast,
-                           smoothing)
-        return _compare_views(_run(request, progress), opacity, scale, cmap, dark, session)
+        run = _request(image, models, methods, target, layer, opacity, scale, cmap, box, session, contrast,
+                       smoothing)
+        return _compare_views(_run(run, progress), opacity, scale, cmap, dark, session, _tab(request))
     except gr.Error as exc:
         return refused_compare(exc.message)
 
 
-def _compare_views(result: pipeline.PageResult, opacity, scale, cmap, dark, session) -> tuple:
+def _compare_views(result: pipeline.PageResult, opacity, scale, cmap, dark, session, tab: str | None) -> tuple:
     files = downloads.write_downloads(result)
+    uploads.own(tab, Path(files[0]).parent)
     comparison = result.comparison
     grid = views.page_grid(comparison, float(opacity), scale == "shared", cmap, bool(dark))
     named = [(e.display_name, e.model) for e in comparison.explanations]
@@ -198,7 +203,7 @@ def on_attention_model(comparison, model, scope, opacity, cmap, dark):
             views.attention_gallery(comparison, model, scope, opacity, cmap, None, bool(dark)))
 
 
-def on_display(comparison, opacity, scale, cmap, dark, model, scope, query, files):
+def on_display(comparison, opacity, scale, cmap, dark, model, scope, query, files, request: gr.Request = None):
     """Opacity, colour scale, colour map: re-draw the stored comparison (no model runs) and its grid PNG."""
     if comparison is None:
         return gr.skip(), gr.skip(), gr.skip()
@@ -208,6 +213,8 @@ def on_display(comparison, opacity, scale, cmap, dark, model, scope, query, file
         grid = views.page_grid(comparison, opacity, shared, cmap, bool(dark))
         light = pipeline.render_grid(comparison, opacity=opacity, shared_scale=shared, cmap=cmap)
         new_files = downloads.replace_grid_png(files, light)
+        if new_files:
+            uploads.own(_tab(request), Path(new_files[0]).parent)
         gallery = views.attention_gallery(comparison, model, scope, opacity, cmap, query, bool(dark))
         return grid, gallery, new_files or gr.skip()
 
@@ -244,7 +251,12 @@ def on_load_checkpoint(file_path, arch, classes_path, selected, session=None, re
     return gr.update(choices=offered, value=value), message, session
 
 
-def on_convert_checkpoint(file_path, arch):
+def on_file_arrived(file_path) -> None:
+    """Nothing to do: the request itself records the uploaded file as this tab's (sessions.attach)."""
+    return None
+
+
+def on_convert_checkpoint(file_path, arch, request: gr.Request = None):
     """The uploaded checkpoint, strictly loaded into ``arch``, written back as .safetensors."""
     from attnviz.zoo.checkpoints import load_into
     from attnviz.zoo.files import checkpoint_suffix, read_checkpoint, save_safetensors
@@ -254,13 +266,17 @@ def on_convert_checkpoint(file_path, arch):
     model = guard(lambda: load_into(arch, read_checkpoint(file_path), allow_python=False))
     name = Path(file_path).name
     stem = name[: -len(checkpoint_suffix(name))] if checkpoint_suffix(name) else Path(name).stem
-    return str(save_safetensors(model, downloads.new_download_folder("ckpt-") / f"{stem}.safetensors"))
+    folder = downloads.new_download_folder("ckpt-")
+    uploads.own(_tab(request), folder)
+    return str(save_safetensors(model, folder / f"{stem}.safetensors"))
 
 
 def release_tab(blocks: gr.Blocks, session_hash: str | None) -> None:
-    """The tab was closed: its checkpoints leave the model cache and the disk, and Gradio's copy of the tab's
-    state (the stored comparison, the pictures) goes now instead of an hour later."""
+    """The tab was closed: its checkpoints leave the model cache and the disk, every file it uploaded or was
+    served is deleted (:data:`sessions.tab_files`), and Gradio's copy of the tab's state (the stored comparison,
+    the pictures) goes now instead of an hour later."""
     uploads.release_session(session_hash)
+    uploads.release_tab_files(session_hash)      # its uploads, pictures and downloads: their URLs answer 403
     holder = getattr(blocks, "state_holder", None)
     if holder is not None and session_hash:
         holder.delete_state(session_hash)        # runs the states' delete callbacks

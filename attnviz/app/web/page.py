@@ -87,6 +87,10 @@ def _wire_checkpoints(cp: widgets.CheckpointPanel, op: widgets.OptionsPanel, sta
     cp.load.click(handlers.on_load_checkpoint, [cp.file, cp.arch, cp.classes, op.models, states["session"]],
                   [op.models, cp.status, states["session"]], api_name="load_checkpoint",
                   concurrency_id="compare", concurrency_limit=CONCURRENCY)
+    # a checkpoint (or class list) is the tab's from the moment it arrives, even if it is never loaded
+    for upload in (cp.file, cp.classes):
+        upload.upload(handlers.on_file_arrived, upload, None, api_visibility="private", show_progress="hidden",
+                      queue=False)
     cp.convert.click(handlers.on_convert_checkpoint, [cp.file, cp.arch], cp.out, api_visibility="private",
                      concurrency_id="compare", concurrency_limit=CONCURRENCY)
 
@@ -132,6 +136,7 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
         _wire_checkpoints(cp, op, states)
         app.unload(handlers.unloader(app))
         _public_api(selection, states["session"])
+    uploads.attach(app)   # every file a tab uploads or is served goes when the tab goes
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
     return app
 
