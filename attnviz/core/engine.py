@@ -9,7 +9,6 @@ returned is CPU numpy.
 """
 from __future__ import annotations
 
-import difflib
 import threading
 import weakref
 from contextlib import ExitStack
@@ -27,6 +26,7 @@ from attnviz.core.layers import default_cam_layer
 from attnviz.core.recording.recorder import record_attention, stage_summaries
 from attnviz.core.slow import check_slow_budget, slow_cams
 from attnviz.core.specs import LoadedModel, ModelSpec
+from attnviz.core.targets import Target, resolve_target
 from attnviz.core.transformers import global_attention_modules, probabilities_module, rollout_obstacle, unfused
 from attnviz.data.images import decode_image
 from attnviz.errors import AttnvizError, TargetError
@@ -35,7 +35,6 @@ from attnviz.results import AttentionMap, CamMap, Explanation, Prediction
 DEFAULT_BATCH_SIZE = 32   # images per forward of explain_batch (the API's and eval's default)
 
 ProgressFn = Callable[[int, int, str], None]
-Target = int | str | None
 
 _module_locks: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
 _module_locks_guard = threading.Lock()
@@ -47,43 +46,6 @@ def _lock_for_module(model: nn.Module) -> threading.Lock:
         if lock is None:
             lock = _module_locks[model] = threading.Lock()
         return lock
-
-
-CLASSES_LISTED = 20   # an unknown class's message lists this many of the model's classes
-
-
-def class_list(class_names: Sequence[str]) -> str:
-    """The model's classes for an error message: all of them, or the first few and how many there are."""
-    shown = ", ".join(class_names[:CLASSES_LISTED])
-    more = len(class_names) - CLASSES_LISTED
-    return f"{shown}, ... ({len(class_names)} in all)" if more > 0 else shown
-
-
-def resolve_target(target: Target, class_names: Sequence[str], logits: torch.Tensor | np.ndarray,
-                   model: str = "") -> int:
-    """None -> top-1; int -> that index; str -> class by name (case and separators ignored). ``model`` names the
-    model in the error, which lists its classes (a comparison asks every model in turn)."""
-    if target is None or (isinstance(target, str) and target.strip().lower() in ("", "top-1", "top1")):
-        return int(np.argmax(np.asarray(logits)))
-    if isinstance(target, (int, np.integer)):
-        if not 0 <= int(target) < len(class_names):
-            raise TargetError(f"Class index {target} is out of range: {model or 'this model'} has "
-                              f"{len(class_names)} classes (0-{len(class_names) - 1}).")
-        return int(target)
-
-    def norm(s: str) -> str:
-        return s.strip().lower().replace("_", " ").replace("-", " ")
-
-    wanted = norm(str(target))
-    for i, name in enumerate(class_names):
-        if norm(name) == wanted:
-            return i
-    if wanted.isdigit():
-        return resolve_target(int(wanted), class_names, logits, model)
-    close = difflib.get_close_matches(wanted, [norm(c) for c in class_names], n=3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise TargetError(f"Unknown class {target!r} for {model or 'this model'}.{hint} Its classes: "
-                      f"{class_list(class_names)}.")
 
 
 def _module_device(net: nn.Module) -> torch.device:

@@ -201,3 +201,35 @@ def test_explain_dir_lists_subfolders_it_does_not_search(tmp_path):
     found, unread = batch.collect_inputs([str(tmp_path / "in")])
     assert found == [tmp_path / "in" / "a.png"]
     assert [(p.name, "subfolder" in why) for p, why in unread] == [("more", True)]
+
+
+# ---- 9. the CLI: a quick model list, eval's closing line and bar, "ROAD: off" -------------------------------
+
+def test_models_lists_without_importing_torch_or_gradio():
+    code = ("import sys; from attnviz.app.cli import main; rc = main(['models']); "
+            "print('LOADED', sorted(m for m in ('torch', 'gradio', 'torchvision', 'cv2', 'timm') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "LOADED []" in r.stdout
+    assert "baseline" in r.stdout and "tv-resnet50" in r.stdout
+
+
+def test_imagenet_class_names_read_from_torchvision_source_equal_torchvision_metadata():
+    from torchvision.models import ResNet50_Weights
+
+    from attnviz.zoo.imagenet import imagenet_classes
+
+    assert imagenet_classes() == tuple(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+def test_eval_counts_steps_across_models_says_where_it_wrote_and_road_off(tmp_path, capsys):
+    from attnviz.evaluation.run import run_eval
+
+    out = tmp_path / "ev"
+    run_eval(models=["baseline", "se"], n=3, methods=("gradcam",), road_scenes=0, faithfulness=False, out=out,
+             progress=True)
+    err = capsys.readouterr().err
+    assert "6/6 image x model steps" in err and "/3 images" not in err
+    assert err.rstrip().splitlines()[-1] == f"eval: results in {out}/ (results.md, results.json, results.png)"
+    text = (out / "results.md").read_text()
+    assert "ROAD: off." in text and "first 0 images" not in text
