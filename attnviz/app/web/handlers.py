@@ -223,8 +223,14 @@ def on_display(comparison, opacity, scale, cmap, dark, model, scope, query, file
 
 # ---- checkpoints ----------------------------------------------------------------------------------
 
+DETAILS = " Details: "   # where a checkpoint mismatch message's key lists start (zoo.checkpoints.mismatch_message)
+
+
 def refused_markdown(exc: AttnvizError | str) -> str:
-    return f"<div class='av-refused'>\n\n**Not loaded.** {exc}\n\n</div>"
+    """The refusal's first sentence on screen; a key-by-key diff folded under it (one click away)."""
+    lead, _, details = str(exc).partition(DETAILS)
+    folded = f"\n\n<details><summary>Key details</summary>\n\n{details}\n\n</details>" if details else ""
+    return f"<div class='av-refused'>\n\n**Not loaded.** {lead}{folded}\n\n</div>"
 
 
 def on_load_checkpoint(file_path, arch, classes_path, selected, session=None, request: gr.Request = None):
@@ -268,7 +274,7 @@ def on_convert_checkpoint(file_path, arch, request: gr.Request = None):
     stem = name[: -len(checkpoint_suffix(name))] if checkpoint_suffix(name) else Path(name).stem
     folder = downloads.new_download_folder("ckpt-")
     uploads.own(_tab(request), folder)
-    return str(save_safetensors(model, folder / f"{stem}.safetensors"))
+    return gr.update(value=str(save_safetensors(model, folder / f"{stem}.safetensors")), visible=True)
 
 
 def release_tab(blocks: gr.Blocks, session_hash: str | None) -> None:

@@ -151,10 +151,15 @@ def result_dead_gates(result: pipeline.PageResult, model: str) -> list[dict]:
     return next((m["dead_gates"] for m in result.report["models"] if m["model"] == model), [])
 
 
+def plural(n: int, noun: str) -> str:
+    """ "1 model", "2 models"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def status_markdown(result: pipeline.PageResult) -> str:
     c = result.comparison
     times = ", ".join(f"{e.display_name} {e.timings.get('total', 0):.0f} ms" for e in c.explanations)
-    lines = [f"**{len(c.explanations)} models** in {c.timings.get('total', 0) / 1000:.1f} s ({times})."]
+    lines = [f"**{plural(len(c.explanations), 'model')}** in {c.timings.get('total', 0) / 1000:.1f} s ({times})."]
     if result.mask_source:
         lines.append(f"Localisation scored against the **{result.mask_source}** (green contour in the input column).")
     lines.extend(f"Note: {n}" for n in result.notes)

@@ -152,7 +152,7 @@ def checkpoint_panel() -> CheckpointPanel:
             load = gr.Button("Load checkpoint", elem_id="checkpoint-load")
             convert = gr.Button("Convert to .safetensors", elem_id="checkpoint-convert")
         status = gr.Markdown(elem_id="checkpoint-status")
-        out = gr.File(label="Converted checkpoint", interactive=False, elem_id="checkpoint-out")
+        out = gr.File(label="Converted checkpoint", interactive=False, visible=False, elem_id="checkpoint-out")
     return CheckpointPanel(file, arch, classes, load, convert, status, out)
 
 
