@@ -92,7 +92,7 @@ def explain(model: Model, image, methods: Sequence[str] = DEFAULT_METHODS,
             target: Target = None, layer: str | Sequence[str] | None = None, *, topk: int = 5,
             record: bool = True, class_names: Sequence[str] | None = None, device: str | torch.device | None = None,
             contrast: Target = None, eigen_smooth: bool = False, aug_smooth: bool = False,
-            amp: bool = False) -> Explanation:
+            amp: bool = False, skip_unavailable: bool = False) -> Explanation:
     """Predictions, CAMs and attention maps for one model on one image (the one-image case of
     :func:`explain_batch`, same core).
 
@@ -108,7 +108,7 @@ def explain(model: Model, image, methods: Sequence[str] = DEFAULT_METHODS,
         images = [image]
     return explain_batch(model, images, methods, [target], layer, batch_size=1, device=device, record=record,
                          topk=topk, class_names=class_names, contrast=[contrast], eigen_smooth=eigen_smooth,
-                         aug_smooth=aug_smooth, amp=amp)[0]
+                         aug_smooth=aug_smooth, amp=amp, skip_unavailable=skip_unavailable)[0]
 
 
 def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DEFAULT_METHODS,
@@ -141,17 +141,16 @@ def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DE
                                      f"{i} of {len(names)} models; choose fewer models or faster methods.")
         if progress:
             progress(i, len(names), label)
-        loaded = load(name, device)
-        spec = loaded.spec
+        spec = load(name, device).spec
         label_sets[spec.name] = tuple(spec.class_names)
         if wanted_layers:
             missing = [lay for lay in wanted_layers if lay not in spec.layers]
             if missing:
                 raise TargetError(f"Layer {missing[0]!r} is not available for {spec.name}; it offers: "
                                   f"{', '.join(spec.layers)}.")
-        explanations.extend(explain_loaded(loaded, [decoded], methods, [target], wanted_layers, batch_size=1,
-                                           topk=topk, contrast=[contrast], eigen_smooth=eigen_smooth,
-                                           aug_smooth=aug_smooth, amp=amp, skip_unavailable=True))
+        explanations.append(explain(spec, decoded, methods, target, wanted_layers, topk=topk, device=device,
+                                    contrast=contrast, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, amp=amp,
+                                    skip_unavailable=True))
     if progress:
         progress(len(names), len(names), "done")
     comparison = Comparison(image=decoded, explanations=explanations, methods=methods, target_request=target,

@@ -85,7 +85,7 @@ def test_a_method_no_selected_model_can_compute_is_refused_before_any_model_runs
     def never(*a, **k):
         raise AssertionError("a model ran")
 
-    monkeypatch.setattr(api, "explain_loaded", never)
+    monkeypatch.setattr(api, "explain", never)
     with pytest.raises(TargetError, match=r"Attention rollout cannot run on any of the selected models \(baseline, se\)"):
         api.compare(["baseline", "se"], str(SCENE), ["gradcam", "rollout"], device="cpu")
     assert engine.unavailable_methods(api.resolve_model("vit", "cpu").model, ["rollout", "gradcam"]) == {}

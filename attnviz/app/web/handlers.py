@@ -162,7 +162,7 @@ def _compare_views(result: pipeline.PageResult, opacity, scale, cmap, dark, sess
     first = next((e.model for e in comparison.explanations if e.attention_maps), named[0][1])
     gallery = views.attention_gallery(comparison, first, "stage summaries", float(opacity), cmap, None, bool(dark))
     scores, agreement = views.scores_html(result), views.agreement_html(result)
-    ood = gr.update(visible=bool(result.warnings), value=" ".join(result.warnings) or pipeline.OOD_NOTE)
+    ood = gr.update(visible=bool(result.warnings), value=views.folded_note(" ".join(result.warnings)))
     memory.trim()   # the comparison's temporaries are freed: hand the pages back to the system
     return (gr.update(visible=True), views.status_markdown(result), ood, grid, views.predictions_html(result),
             gr.update(value=scores, visible=bool(scores)), gr.update(value=agreement, visible=bool(agreement)),
@@ -255,6 +255,11 @@ def on_load_checkpoint(file_path, arch, classes_path, selected, session=None, re
                f"match with {arch}; CAM layer {spec.default_layer}. It is in your model list (this browser tab "
                "only; it is unloaded when you close the tab).")
     return gr.update(choices=offered, value=value), message, session
+
+
+def on_checkpoint_panel_open():
+    """The architecture list, when someone opens the checkpoint panel (listing it imports every network)."""
+    return gr.update(choices=choices.architectures())
 
 
 def on_file_arrived(file_path) -> None:

@@ -87,6 +87,8 @@ def _wire_checkpoints(cp: widgets.CheckpointPanel, op: widgets.OptionsPanel, sta
     cp.load.click(handlers.on_load_checkpoint, [cp.file, cp.arch, cp.classes, op.models, states["session"]],
                   [op.models, cp.status, states["session"]], api_name="load_checkpoint",
                   concurrency_id="compare", concurrency_limit=CONCURRENCY)
+    cp.box.expand(handlers.on_checkpoint_panel_open, None, cp.arch, api_visibility="private",
+                  show_progress="hidden", queue=False)
     # a checkpoint (or class list) is the tab's from the moment it arrives, even if it is never loaded
     for upload in (cp.file, cp.classes):
         upload.upload(handlers.on_file_arrived, upload, None, api_visibility="private", show_progress="hidden",

@@ -29,7 +29,6 @@ from typing import Any, Callable, Iterable, Sequence
 from attnviz.core.specs import ModelSpec
 from attnviz.errors import CheckpointError
 from attnviz.zoo import registry as zoo
-from attnviz.zoo.checkpoints import checkpoint_spec
 from attnviz.zoo.files import CHECKPOINT_SUFFIXES, checkpoint_suffix
 
 TMP_ROOT = Path(os.environ.get("ATTNVIZ_TMP", tempfile.gettempdir()))   # attnviz's own temp folders live here
@@ -70,6 +69,8 @@ class SessionModels:
             self._added += 1
             target = self.folder / str(self._added) / filename
             name = self._unique_name(model_name(arch, filename), filename)
+        from attnviz.zoo.checkpoints import checkpoint_spec  # torch and the networks: on the first checkpoint
+
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(upload, target)  # the server's upload cache is cleaned on its own schedule
         try:

@@ -151,6 +151,15 @@ def result_dead_gates(result: pipeline.PageResult, model: str) -> list[dict]:
     return next((m["dead_gates"] for m in result.report["models"] if m["model"] == model), [])
 
 
+def folded_note(text: str) -> str:
+    """A long note as its first sentence, the rest one click away (on a phone the whole note filled the first
+    screen of results)."""
+    lead, sep, rest = text.partition(". ")
+    if not rest:
+        return text
+    return f"{lead}.\n\n<details><summary>Why, and what to use instead</summary>\n\n{rest}\n\n</details>"
+
+
 def plural(n: int, noun: str) -> str:
     """ "1 model", "2 models"."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -45,6 +45,7 @@ class OptionsPanel:
 
 @dataclass
 class CheckpointPanel:
+    box: gr.Accordion
     file: gr.File
     arch: gr.Dropdown
     classes: gr.File
@@ -112,10 +113,11 @@ def options_panel(model_list: list[tuple[str, str]], selection: list[str], image
                                info="Score- and Ablation-CAM are slow (many forward passes); rollout and "
                                     "grad-rollout need a ViT/DeiT-style transformer.")
     with gr.Row():
+        # min_width: on a phone the two boxes stack instead of cutting their values short
         target = gr.Dropdown(choices.target_choices(), value=choices.TOP1, label="Target class",
-                             allow_custom_value=True, elem_id="target")
+                             allow_custom_value=True, elem_id="target", min_width=280)
         contrast = gr.Dropdown(choices.contrast_choices(), value=choices.NO_CONTRAST, label="compared with",
-                               allow_custom_value=True, elem_id="contrast",
+                               allow_custom_value=True, elem_id="contrast", min_width=280,
                                info="Target versus this class: the maps explain logit target - logit this class "
                                     "(Finer-CAM uses it as its comparison).")
     layer = gr.Dropdown(choices.layer_choices(selection), value=[choices.DEFAULT_LAYER], multiselect=True,
@@ -137,11 +139,13 @@ def not_downloaded_panel() -> None:
 
 
 def checkpoint_panel() -> CheckpointPanel:
-    with gr.Accordion("Your own checkpoint", open=False, elem_id="checkpoint-box"):
+    with gr.Accordion("Your own checkpoint", open=False, elem_id="checkpoint-box") as box:
         file = gr.File(label=f"Checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}; pickles are read with "
                              "weights_only=True)", file_types=list(CHECKPOINT_SUFFIXES), type="filepath",
                        elem_id="checkpoint-file")
-        arch = gr.Dropdown(choices.architectures(), value="resnet50", label="Architecture",
+        # the list is filled when the panel opens (page.py): building it imports every network, which the
+        # page's first answer does not need
+        arch = gr.Dropdown([], value="resnet50", label="Architecture",
                            info="Official layouts: triplet_resnet50, cbam_resnet50, se_resnet50, eca_resnet50, "
                                 "ca_mobilenet_v2, triplet_mobilenet_v2, ...; or type any timm model as "
                                 "timm:<name>, e.g. timm:vit_small_patch16_224",
@@ -153,7 +157,7 @@ def checkpoint_panel() -> CheckpointPanel:
             convert = gr.Button("Convert to .safetensors", elem_id="checkpoint-convert")
         status = gr.Markdown(elem_id="checkpoint-status")
         out = gr.File(label="Converted checkpoint", interactive=False, visible=False, elem_id="checkpoint-out")
-    return CheckpointPanel(file, arch, classes, load, convert, status, out)
+    return CheckpointPanel(box, file, arch, classes, load, convert, status, out)
 
 
 def results_panel(grid_js: str) -> tuple[ResultsPanel, AttentionPanel]:
