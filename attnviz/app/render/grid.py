@@ -56,6 +56,7 @@ class GridCells:
     colorbar: np.ndarray | None = None                # the shared scale's bar (shared colour scale only)
     cell: int = 160
     palette: Palette = field(default_factory=lambda: LIGHT)
+    bar_methods: int = 1                              # how many columns the shared bar serves (its title says so)
 
 
 def shared_vmax(comparison: Comparison, method: str) -> float:
@@ -184,7 +185,8 @@ def row_label(expl: Explanation) -> list[str]:
 
 def legend_lines(include_attention: bool, vs_baseline: bool, shared_scale: bool) -> list[str]:
     """What the grid's colours mean (written under the PNG and the page's grid)."""
-    lines = ["CAM columns: " + ("raw values on one colour scale per method (bar on the right)." if shared_scale
+    lines = ["CAM columns: " + ("raw values on one colour scale per method, shared by every model (each column's "
+                               "range under its title; the bar on the right)." if shared_scale
                                else "each map scaled to its own 0–1 (red = that map's maximum).")]
     if include_attention:
         lines.append(f"attention module: the module's own map at the CAM layer's stage, {GATE_LEGEND} (not "
@@ -198,9 +200,11 @@ def legend_lines(include_attention: bool, vs_baseline: bool, shared_scale: bool)
 
 
 def _columns(methods: Sequence[str], include_attention: bool, extra_columns: Sequence[ExtraColumn],
-             shared_scale: bool) -> list[tuple[str, str]]:
-    scale = "shared scale" if shared_scale else "each map 0–1"
-    return ([("input", "model's view")] + [(method_title(m), scale) for m in methods] +
+             vmaxes: dict[str, float]) -> list[tuple[str, str]]:
+    def scale(m: str) -> str:   # on a shared scale each column says its own top value (one bar serves them all)
+        return f"shared, 0–{vmaxes[m]:.3g}" if m in vmaxes else "each map 0–1"
+
+    return ([("input", "model's view")] + [(method_title(m), scale(m)) for m in methods] +
             ([("attention module", GATE_LEGEND)] if include_attention else []) +
             [(t.split(": ", 1)[0], t.split(": ", 1)[1] if ": " in t else "") for t, _ in extra_columns])
 
@@ -225,11 +229,12 @@ def grid_cells(comparison: Comparison, *, methods: Sequence[str] | None = None, 
         cells.extend(square(draw(expl, comparison, cell, palette), cell) for _, draw in extra_columns)
         rows.append(GridRow(expl.model, expl.display_name, row_label(expl), cells, why))
     bar = None
-    if shared_scale and methods:
-        bar = colorbar(cmap, 0.0, max(vmaxes.values()), cell, COLORBAR_W, palette)
+    if shared_scale and methods:   # one method: its values; several: a fraction of each column's top value
+        top = vmaxes[methods[0]] if len(methods) == 1 else 1.0
+        bar = colorbar(cmap, 0.0, top, cell, COLORBAR_W, palette)
     vs = any(t.startswith("vs baseline") for t, _ in extra_columns)
-    return GridCells(_columns(methods, include_attention, extra_columns, shared_scale), rows,
-                     legend_lines(include_attention, vs, shared_scale), bar, cell, palette)
+    return GridCells(_columns(methods, include_attention, extra_columns, vmaxes), rows,
+                     legend_lines(include_attention, vs, shared_scale), bar, cell, palette, len(methods))
 
 
 def _wrapped(lines: Sequence[str], width: int, size: int = LEGEND_FONT) -> list[str]:
@@ -262,6 +267,12 @@ def grid_shape(n_models: int, n_methods: int, cell: int = 160, include_attention
     return height, width
 
 
+def bar_title(cells: GridCells) -> list[str]:
+    """The shared bar's title: its values are the column's own with one method, a fraction of each column's top
+    value (written under each title) with several."""
+    return ["shared"] if cells.bar_methods <= 1 else ["shared", "x col. max"]
+
+
 def compose(cells: GridCells) -> np.ndarray:
     """The cells laid out as one picture: titles, row labels, cells, the colour bar, the legend."""
     cell, palette = cells.cell, cells.palette
@@ -287,8 +298,8 @@ def compose(cells: GridCells) -> np.ndarray:
         x = width - COLORBAR_W - GAP
         h = min(cell, body_h - HEADER_H)
         canvas[HEADER_H:HEADER_H + h, x:x + COLORBAR_W] = cells.colorbar[:h]
-        canvas[:HEADER_H, x:x + COLORBAR_W] = text_image(["shared"], COLORBAR_W, HEADER_H, 12, palette.paper,
-                                                         palette.ink, center=True)
+        canvas[:HEADER_H, x:x + COLORBAR_W] = text_image(bar_title(cells), COLORBAR_W, HEADER_H, 12,
+                                                         palette.paper, palette.ink, center=True)
     canvas[body_h:] = text_image(legend, width, canvas.shape[0] - body_h, LEGEND_FONT, palette.paper,
                                  palette.ink)
     return canvas

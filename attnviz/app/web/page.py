@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -173,7 +174,24 @@ def launch(host: str | None = None, port: int | None = None, models: list[str] |
     app = build_app(models)
     app.launch(server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                server_port=port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-               share=share, prevent_thread_lock=prevent_thread_lock, max_file_size=max_upload_bytes(),
+               share=share, prevent_thread_lock=True, max_file_size=max_upload_bytes(),
                theme=theme(), css=CSS, footer_links=["api"], show_error=True, ssr_mode=False, quiet=False,
                state_session_capacity=SESSION_CAPACITY)
+    threading.Thread(target=_warm_up, args=(models or default_models(),), name="attnviz-warm-up", daemon=True).start()
+    if not prevent_thread_lock:
+        app.block_thread()
     return app
+
+
+def _warm_up(names: list[str]) -> None:
+    """After the page answers: import the engine and load the selected models, so the first Compare does not wait
+    for them (the page's first answer did not)."""
+    try:
+        from attnviz import api  # noqa: F401
+        from attnviz.app.pipeline import compare  # noqa: F401
+        from attnviz.zoo import registry as zoo
+
+        for name in names:
+            zoo.load(name)
+    except Exception:  # noqa: BLE001 - a model that cannot load says so when it is chosen, not here
+        logging.getLogger("attnviz").debug("warm-up stopped", exc_info=True)

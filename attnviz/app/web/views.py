@@ -132,7 +132,8 @@ def grid_html(cells: render.GridCells) -> str:
             for c, ((t, n), img) in enumerate(zip(cells.columns, row.cells)))
         body.append(f"<tr data-model='{html.escape(row.model, quote=True)}'>{_label_html(row.label, row.display_name)}"
                     f"{tds}</tr>")
-    bar = (f"<img src='{_data_uri(cells.colorbar, '.png')}' alt='shared colour scale' width='64'>"
+    bar = (f"<img src='{_data_uri(cells.colorbar, '.png')}' alt='shared colour scale' width='64' "
+           f"title='{html.escape(' '.join(render.bar_title(cells)), quote=True)}'>"
            if cells.colorbar is not None else "")
     legend = "".join(f"<li>{html.escape(line)}</li>" for line in cells.legend)
     return (f"<div class='av-grid'><div class='av-scroll'><table class='av-cells'>{cols}<thead><tr>{head}</tr>"
