@@ -20,7 +20,7 @@ from attnviz.core import methods as catalogue
 from attnviz.core.methods import DEFAULT_METHODS, check_methods
 from attnviz.core.specs import ModelSpec
 from attnviz.data.examples import EXAMPLES_DIR
-from attnviz.data.images import ImageSource, decode_image, load_mask
+from attnviz.data.images import ImageSource, decode_image, image_notes, load_mask
 from attnviz.errors import AttnvizError, LimitExceededError
 from attnviz.metrics.localisation import box_mask, score_comparison
 from attnviz.results import Comparison
@@ -185,5 +185,5 @@ def run(request: Request, progress: ProgressFn | None = None, comparison: Compar
     warnings = out_of_domain_warnings(specs, benchmark_input)
     report = report_dict(comparison, scores, request.source, warnings)
     report["mask_source"] = mask_source
-    notes = sorted({w for e in comparison.explanations for w in e.warnings})
+    notes = sorted({w for e in comparison.explanations for w in e.warnings}) + image_notes(request.image, image)
     return PageResult(comparison, grid, prediction_rows(comparison), scores, report, mask_source, notes, warnings)

@@ -233,3 +233,21 @@ def test_eval_counts_steps_across_models_says_where_it_wrote_and_road_off(tmp_pa
     assert err.rstrip().splitlines()[-1] == f"eval: results in {out}/ (results.md, results.json, results.png)"
     text = (out / "results.md").read_text()
     assert "ROAD: off." in text and "first 0 images" not in text
+
+
+# ---- 10. a tiny image and an animated GIF get a note ---------------------------------------------------------
+
+def test_a_tiny_image_and_an_animated_gif_are_explained_with_a_note(tmp_path):
+    from PIL import Image
+
+    tiny = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(tiny)
+    gif = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (64, 48), (40 * k, 90, 160)) for k in range(3)]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    for path, says in ((tiny, "only 1x1 pixels"), (gif, "3 frames")):
+        result = pipeline.run(pipeline.Request(image=str(path), models=["baseline"], methods=["gradcam"],
+                                               device="cpu"))
+        assert any(says in note for note in result.notes), result.notes
+    plain = pipeline.run(pipeline.Request(image=str(SCENE), models=["baseline"], methods=["gradcam"], device="cpu"))
+    assert plain.notes == []

@@ -135,12 +135,32 @@ def _overlap(a, b) -> bool:
     return min(a[2], b[2]) - max(a[0], b[0]) > 1 and min(a[3], b[3]) - max(a[1], b[1]) > 1
 
 
+@pytest.fixture
+def slow_models(monkeypatch):
+    """Each model of a comparison takes 1.5 s longer (the server runs in this process), so the progress text stays
+    on screen long enough to be measured."""
+    from attnviz.app import pipeline
+
+    real = pipeline.compare
+
+    def slow(*args, progress=None, **kwargs):
+        def report(i: int, n: int, name: str) -> None:
+            if progress is not None:
+                progress(i, n, name)
+            time.sleep(1.5)
+
+        return real(*args, progress=report, **kwargs)
+
+    monkeypatch.setattr(pipeline, "compare", slow)
+
+
 @pytest.mark.parametrize("width", [1400, 390])
-def test_progress_text_is_readable_beside_compare(browser, url, output_dir, width):
+def test_progress_text_is_readable_beside_compare(browser, url, output_dir, width, slow_models):
     page = open_page(browser, url, width=width)
     upload(page, SCENES[0])
     page.click("#compare-button")
     page.locator("#run-progress").get_by_text("running", exact=False).first.wait_for(timeout=SLOW)
+    page.wait_for_timeout(300)
     boxes = _progress_boxes(page)
     page.locator("#run-row").screenshot(path=str(output_dir / f"issue30_progress_{width}.png"))
     texts = [p for p in boxes["parts"]]
