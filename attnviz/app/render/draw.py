@@ -181,9 +181,11 @@ def colorbar(cmap: str, vmin: float, vmax: float, height: int = 160, width: int 
 DIVERGING = ((-1.0, (59, 76, 192)), (0.0, (242, 242, 242)), (1.0, (180, 4, 38)))
 
 
-def diverging_colours(values: np.ndarray) -> np.ndarray:
-    """(H, W) values in [-1, 1] -> (H, W, 3) uint8 on :data:`DIVERGING`."""
+def diverging_colours(values: np.ndarray, centre: tuple[int, int, int] | None = None) -> np.ndarray:
+    """(H, W) values in [-1, 1] -> (H, W, 3) uint8 on :data:`DIVERGING`; ``centre`` replaces its near-white middle
+    (the dark page's own background, so "no change" is not a bright grey patch in dark mode)."""
     v = np.clip(np.asarray(values, np.float64), -1.0, 1.0)
-    stops = [p for p, _ in DIVERGING]
-    return np.stack([np.interp(v, stops, [c[k] for _, c in DIVERGING]) for k in range(3)], axis=-1).round().astype(
+    scale = [(p, centre if (p == 0.0 and centre is not None) else c) for p, c in DIVERGING]
+    stops = [p for p, _ in scale]
+    return np.stack([np.interp(v, stops, [c[k] for _, c in scale]) for k in range(3)], axis=-1).round().astype(
         np.uint8)

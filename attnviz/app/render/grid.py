@@ -82,7 +82,7 @@ def difference_cell(diff: np.ndarray, view: np.ndarray | None, size: int, number
 
     strip = 18 if numbers else 0
     side = size - strip
-    colour = diverging_colours(resize(np.asarray(diff, np.float32), (side, side)))
+    colour = diverging_colours(resize(np.asarray(diff, np.float32), (side, side)), _centre(palette))
     if view is not None:
         grey = cv2.cvtColor(cv2.cvtColor(square(view, side), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
         colour = cv2.addWeighted(grey, 0.25, colour, 0.75, 0.0)
@@ -97,11 +97,16 @@ def difference_cell(diff: np.ndarray, view: np.ndarray | None, size: int, number
     return out
 
 
+def _centre(palette: Palette) -> tuple[int, int, int] | None:
+    """The diverging scale's "no change" colour: the standard near-white, or the dark page's muted paper."""
+    return None if palette == LIGHT else palette.muted_paper
+
+
 def _reference_legend(cell: int, palette: Palette) -> np.ndarray:
     legend = text_image(["reference row", "", "variant minus baseline", "(both scaled to [0, 1])", "",
                          "red: the variant looks more", "blue: the baseline looks more"], cell, cell - 22, 11,
                         palette.muted_paper, palette.muted_ink, center=True)
-    bar = diverging_colours(np.tile(np.linspace(-1, 1, cell - 16), (14, 1)))
+    bar = diverging_colours(np.tile(np.linspace(-1, 1, cell - 16), (14, 1)), _centre(palette))
     foot = np.empty((22, cell, 3), np.uint8)
     foot[:] = palette.muted_paper
     foot[2:16, 8:cell - 8] = bar
