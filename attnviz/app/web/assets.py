@@ -106,7 +106,14 @@ SHOW_RESULTS_JS = """() => { const s = document.querySelector('#results');
   if (m && m.offsetParent !== null && m.innerText.trim()) return;
   if (s && s.offsetParent !== null) s.scrollIntoView({block: 'start'}); }"""
 
-# Clicking a picture of the grid toggles 1:1 size (the grid is otherwise scaled to the frame).
+# Clicking a picture of the grid toggles 1:1 size (the grid is otherwise scaled to the frame) — only where 1:1 is
+# larger than the fitted size (in a wide frame it would shrink the grid), and the clicked picture stays where it
+# was on screen (the page does not jump).
 GRID_ZOOM_JS = """element.addEventListener('click', (e) => {
-  if (e.target.tagName !== 'IMG') return;
-  const g = element.querySelector('.av-grid'); if (g) g.classList.toggle('actual-size'); });"""
+  const img = e.target; if (img.tagName !== 'IMG') return;
+  const g = element.querySelector('.av-grid'); if (!g) return;
+  const zoomed = g.classList.contains('actual-size');
+  if (!zoomed && img.naturalWidth <= img.clientWidth + 1) return;
+  const before = img.getBoundingClientRect().top;
+  g.classList.toggle('actual-size');
+  window.scrollBy(0, img.getBoundingClientRect().top - before); });"""

@@ -138,8 +138,8 @@ def grid_html(cells: render.GridCells) -> str:
     legend = "".join(f"<li>{html.escape(line)}</li>" for line in cells.legend)
     return (f"<div class='av-grid'><div class='av-scroll'><table class='av-cells'>{cols}<thead><tr>{head}</tr>"
             f"</thead><tbody>{''.join(body)}</tbody></table></div><div class='av-legend'>{bar}"
-            f"<ul>{legend}<li>Click a picture to see the grid at full size (1:1); click again to fit it to the "
-            "frame. The grid PNG is in the downloads.</li></ul></div></div>")
+            f"<ul>{legend}<li>Where the grid is shrunk to fit the frame, click a picture to see it at full size "
+            "(1:1); click again to fit it. The grid PNG is in the downloads.</li></ul></div></div>")
 
 
 def page_grid(comparison: Comparison, opacity: float, shared: bool, cmap: str, dark: bool) -> str:
