@@ -13,8 +13,16 @@ import torch
 from torch import nn
 
 from attnviz.core import cam as cam_core
+from attnviz.core import methods as catalogue
 from attnviz.core.devices import resolve_device
-from attnviz.core.engine import DEFAULT_BATCH_SIZE, ProgressFn, Target, explain_loaded, wrap_module
+from attnviz.core.engine import (
+    DEFAULT_BATCH_SIZE,
+    ProgressFn,
+    Target,
+    explain_loaded,
+    unavailable_methods,
+    wrap_module,
+)
 from attnviz.core.methods import DEFAULT_METHODS, check_methods
 from attnviz.core.specs import LoadedModel, ModelSpec
 from attnviz.data.images import decode_image
@@ -40,12 +48,25 @@ def resolve_model(model: Model, device: str | torch.device | None) -> LoadedMode
     raise AttnvizError(f"explain() takes a model name, ModelSpec or nn.Module, not {type(model).__name__}")
 
 
+def check_applicable(models: Sequence[LoadedModel], methods: Sequence[str]) -> None:
+    """Refuse a request that asks for a method none of its models can compute (rollout with only CNNs): a
+    contradiction in the request, told before any image is read. A method only *some* models can compute runs
+    on those; the others get an "n/a" cell with the reason (:attr:`Explanation.unavailable`)."""
+    missing = [unavailable_methods(r.model, methods) for r in models]
+    for method in methods:
+        if models and all(method in m for m in missing):
+            names = ", ".join(r.name for r in models)
+            raise TargetError(f"{catalogue.title(method)} cannot run on any of the selected models ({names}): it "
+                              "needs a ViT/DeiT's global self-attention. Add a ViT/DeiT model or choose a CAM method.")
+
+
 def explain_batch(model: Model, images, methods: Sequence[str] = DEFAULT_METHODS,
                   targets: Target | Sequence[Target] = None, layer: str | Sequence[str] | None = None, *,
                   batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None, record: bool = True,
                   topk: int = 5, class_names: Sequence[str] | None = None,
                   contrast: Target | Sequence[Target] = None, eigen_smooth: bool = False, aug_smooth: bool = False,
-                  amp: bool = False, progress: ProgressFn | None = None) -> list[Explanation]:
+                  amp: bool = False, progress: ProgressFn | None = None,
+                  skip_unavailable: bool = False) -> list[Explanation]:
     """Predictions, CAMs and attention maps for many images through one model, ``batch_size`` per pass.
 
     ``images``: a preprocessed (N, 3, H, W) tensor, or (registry models) a sequence of images/paths decoded and
@@ -54,20 +75,24 @@ def explain_batch(model: Model, images, methods: Sequence[str] = DEFAULT_METHODS
     ``layer``: a dotted module name or a list of them (fused, pytorch-grad-cam's multi-layer mean).
     ``eigen_smooth`` / ``aug_smooth``: pytorch-grad-cam's options (the augmented copies run as one batch).
     ``amp``: float16 autocast on CUDA. Results are CPU numpy whatever the device.
+    ``skip_unavailable``: a method this model cannot compute (rollout on a CNN) is an error, or, when True, left
+    out and listed with its reason in each explanation's ``unavailable`` (a comparison where another model
+    computes it).
     """
     if batch_size < 1:
         raise AttnvizError("batch_size must be at least 1.")
     methods = check_methods(methods)
     return explain_loaded(resolve_model(model, device), images, methods, targets, layer, batch_size=batch_size,
                           record=record, topk=topk, class_names=class_names, contrast=contrast,
-                          eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, amp=amp, progress=progress)
+                          eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, amp=amp, progress=progress,
+                          skip_unavailable=skip_unavailable)
 
 
 def explain(model: Model, image, methods: Sequence[str] = DEFAULT_METHODS,
             target: Target = None, layer: str | Sequence[str] | None = None, *, topk: int = 5,
             record: bool = True, class_names: Sequence[str] | None = None, device: str | torch.device | None = None,
             contrast: Target = None, eigen_smooth: bool = False, aug_smooth: bool = False,
-            amp: bool = False) -> Explanation:
+            amp: bool = False, skip_unavailable: bool = False) -> Explanation:
     """Predictions, CAMs and attention maps for one model on one image (the one-image case of
     :func:`explain_batch`, same core).
 
@@ -83,7 +108,7 @@ def explain(model: Model, image, methods: Sequence[str] = DEFAULT_METHODS,
         images = [image]
     return explain_batch(model, images, methods, [target], layer, batch_size=1, device=device, record=record,
                          topk=topk, class_names=class_names, contrast=[contrast], eigen_smooth=eigen_smooth,
-                         aug_smooth=aug_smooth, amp=amp)[0]
+                         aug_smooth=aug_smooth, amp=amp, skip_unavailable=skip_unavailable)[0]
 
 
 def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DEFAULT_METHODS,
@@ -93,7 +118,9 @@ def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DE
             eigen_smooth: bool = False, aug_smooth: bool = False, amp: bool = False) -> Comparison:
     """Run several models on one image. A class *name* target is looked up in each model's own label set.
 
-    ``timeout_s`` bounds the whole comparison: it is checked before each model starts.
+    ``timeout_s`` bounds the whole comparison: it is checked before each model starts. A method only some of the
+    models can compute (rollout beside CNNs) gives the others an "n/a" cell; one none can compute is refused
+    before any model runs (:func:`check_applicable`).
     """
     deadline = time.monotonic() + timeout_s if timeout_s else None
     if not names:
@@ -103,6 +130,8 @@ def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DE
     decoded = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 \
         else decode_image(image)
     wanted_layers = None if layer is None else ([layer] if isinstance(layer, str) else list(layer))
+    if any(catalogue.get(m).kind == catalogue.ROLLOUT for m in methods):   # the one kind some models lack
+        check_applicable([load(name, device) for name in names], methods)
     explanations = []
     label_sets: dict[str, tuple[str, ...]] = {}
     for i, name in enumerate(names):
@@ -120,7 +149,8 @@ def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DE
                 raise TargetError(f"Layer {missing[0]!r} is not available for {spec.name}; it offers: "
                                   f"{', '.join(spec.layers)}.")
         explanations.append(explain(spec, decoded, methods, target, wanted_layers, topk=topk, device=device,
-                                    contrast=contrast, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, amp=amp))
+                                    contrast=contrast, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, amp=amp,
+                                    skip_unavailable=True))
     if progress:
         progress(len(names), len(names), "done")
     comparison = Comparison(image=decoded, explanations=explanations, methods=methods, target_request=target,

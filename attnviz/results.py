@@ -79,6 +79,8 @@ class Explanation:
     contrast: Prediction | None = None  # "target versus this class" (score = logit target - logit contrast)
     options: dict = field(default_factory=dict)   # how the maps were made: eigen_smooth, aug_smooth, amp, layers
     device: str = "cpu"                 # where the model ran
+    # requested methods this model cannot compute (rollout on a CNN): method -> why; the grid shows "n/a"
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     @property
     def top1(self) -> Prediction:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from attnviz.api import explain_batch
+from attnviz.api import check_applicable, explain_batch
 from attnviz.app import pipeline
 from attnviz.app.report import CSV_PREDICTION_COLUMNS, maps_npz_bytes, write_csv
 from attnviz.core import distributed
@@ -59,9 +59,10 @@ def default_workers() -> int:
 
 
 def collect_inputs(paths: Sequence[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Files as given, folders expanded (sorted); and the folder files that are not supported images, each with
-    the reason. ``<stem>_mask.png`` files are masks, not inputs. A missing or bad file given by name is reported
-    when it is decoded."""
+    """Files as given, folders expanded (sorted, not recursively); and what in those folders is not read, each with
+    the reason: files that are not supported images, and subfolders (listed, not searched: a folder tree can hold
+    far more than one meant to pass, and its output names would collide). ``<stem>_mask.png`` files are masks, not
+    inputs. A missing or bad file given by name is reported when it is decoded."""
     found: list[Path] = []
     unsupported: list[tuple[Path, str]] = []
     for raw in paths:
@@ -69,7 +70,13 @@ def collect_inputs(paths: Sequence[str]) -> tuple[list[Path], list[tuple[Path, s
         if not p.is_dir():
             found.append(p)
             continue
-        for f in sorted(f for f in p.iterdir() if f.is_file()):
+        for f in sorted(p.iterdir()):
+            if f.is_dir():
+                unsupported.append((f, "a subfolder: explain reads the images directly inside the folders it is "
+                                       "given; name the subfolder too to include its images"))
+                continue
+            if not f.is_file():
+                continue
             if f.suffix.lower() in IMAGE_SUFFIXES:
                 if not f.stem.endswith(MASK_STEM):
                     found.append(f)
@@ -160,7 +167,7 @@ def _explain_images(name: str, images: list[np.ndarray], o: Options) -> list[Exp
     try:
         return list(explain_batch(name, images, o.methods, targets=o.target, layer=o.layer, batch_size=len(images),
                                   device=o.device, contrast=o.contrast, eigen_smooth=o.eigen_smooth,
-                                  aug_smooth=o.aug_smooth, amp=o.amp))
+                                  aug_smooth=o.aug_smooth, amp=o.amp, skip_unavailable=True))
     except (AttnvizError, torch.OutOfMemoryError) as exc:
         if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -238,24 +245,27 @@ def output_stems(inputs: Sequence[Path]) -> dict[str, str]:
     return out
 
 
-def _fixed_class(value: str | int | None, class_names: Sequence[str]) -> int | None:
+def _fixed_class(value: str | int | None, class_names: Sequence[str], model: str = "") -> int | None:
     """The class index a --target/--contrast names (checked: TargetError), or None for "each image's top-1"."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "top-1", "top1")):
         return None
-    return resolve_target(value, class_names, np.zeros(len(class_names), np.float32))
+    return resolve_target(value, class_names, np.zeros(len(class_names), np.float32), model)
 
 
 def check_models(o: Options) -> None:
-    """Load every model on the device and check the layer, target and contrast against it *before* any image:
-    a mistake in the command is one error (exit status 2), not the same skip for every file."""
+    """Load every model on the device and check the methods, layer, target and contrast against it *before* any
+    image: a mistake in the command is one error (exit status 2), not the same skip for every file. A method only
+    some models can compute (rollout beside CNNs) is fine: the others' cells say "n/a" and why."""
     wanted_layers = None if o.layer is None else ([o.layer] if isinstance(o.layer, str) else list(o.layer))
+    check_applicable([zoo.load(name, o.device) for name in o.models], o.methods)
     for name in o.models:
         spec = zoo.load(name, o.device).spec
         missing = [lay for lay in wanted_layers or [] if lay not in spec.layers]
         if missing:
             raise TargetError(f"Layer {missing[0]!r} is not available for {spec.name}; it offers: "
                               f"{', '.join(spec.layers)}.")
-        target, contrast = _fixed_class(o.target, spec.class_names), _fixed_class(o.contrast, spec.class_names)
+        target = _fixed_class(o.target, spec.class_names, spec.name)
+        contrast = _fixed_class(o.contrast, spec.class_names, spec.name)
         if target is not None and contrast == target:
             raise TargetError(f"The contrast class {spec.class_names[contrast]!r} is the target itself; "
                               f"choose another class.")

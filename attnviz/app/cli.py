@@ -82,9 +82,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(aligned_table(["name", "model", "source", "status"],
                         [[spec.name, spec.display_name, spec.source, _model_status(spec)] for spec in specs]))
-    from attnviz.core.devices import available_devices, resolve_device
+    if args.devices:   # asks torch, which takes longer to start than the whole list (and ~300 MB more)
+        from attnviz.core.devices import available_devices, resolve_device
 
-    print(f"devices: {', '.join(available_devices())} (auto = {resolve_device('auto')})")
+        print(f"devices: {', '.join(available_devices())} (auto = {resolve_device('auto')})")
+    else:
+        print("(the devices models can run on: attnviz models --devices)")
     return 0
 
 
@@ -360,6 +363,8 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the registry and what is available offline")
     p.add_argument("--architectures", action="store_true", help="list buildable architectures (for --arch)")
     p.add_argument("--markdown", action="store_true", help="the bundled zoo as a markdown table (README)")
+    p.add_argument("--devices", action="store_true",
+                   help="also list the devices models can run on (starts torch: a few seconds more)")
     _models_file_option(p)
     p.set_defaults(func=cmd_models)
 

@@ -10,23 +10,24 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from attnviz.api import compare
 from attnviz.app import render
 from attnviz.app.report import prediction_rows, report_dict
 from attnviz.core import methods as catalogue
-from attnviz.core.engine import ProgressFn
 from attnviz.core.methods import DEFAULT_METHODS, check_methods
 from attnviz.core.specs import ModelSpec
 from attnviz.data.examples import EXAMPLES_DIR
-from attnviz.data.images import ImageSource, decode_image, load_mask
+from attnviz.data.images import ImageSource, decode_image, image_notes, load_mask
 from attnviz.errors import AttnvizError, LimitExceededError
 from attnviz.metrics.localisation import box_mask, score_comparison
 from attnviz.results import Comparison
 from attnviz.zoo import registry as zoo
+
+if TYPE_CHECKING:
+    from attnviz.core.engine import ProgressFn
 
 # One request with all 13 bundled models (Grad-CAM + Grad-CAM++) took 0.5-14 s warm (medians 2.4-7.5 s) on
 # 2 busy shared cores (benchmarks/compare_all.py, BENCHMARKS.md), far inside REQUEST_TIMEOUT_S; 16 leaves
@@ -141,6 +142,14 @@ def check_limits(models: Sequence[str | ModelSpec], methods: Sequence[str]) -> N
                                  f"{MAX_SLOW_MODELS} models with them, or drop them.")
 
 
+def compare(*args, **kwargs) -> Comparison:
+    """:func:`attnviz.api.compare`, imported by the first comparison: the engine brings torch and the networks,
+    which the page does not need to answer its first request."""
+    from attnviz import api
+
+    return api.compare(*args, **kwargs)
+
+
 def run(request: Request, progress: ProgressFn | None = None, comparison: Comparison | None = None) -> PageResult:
     """Decode, compare, render, score, report.
 
@@ -176,5 +185,5 @@ def run(request: Request, progress: ProgressFn | None = None, comparison: Compar
     warnings = out_of_domain_warnings(specs, benchmark_input)
     report = report_dict(comparison, scores, request.source, warnings)
     report["mask_source"] = mask_source
-    notes = sorted({w for e in comparison.explanations for w in e.warnings})
+    notes = sorted({w for e in comparison.explanations for w in e.warnings}) + image_notes(request.image, image)
     return PageResult(comparison, grid, prediction_rows(comparison), scores, report, mask_source, notes, warnings)

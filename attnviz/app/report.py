@@ -76,6 +76,7 @@ def explanation_record(e: Explanation) -> dict:
         "predictions": [{"index": p.index, "label": p.label, "probability": round(p.probability, 6)}
                         for p in e.predictions],
         "methods": list(e.cams),
+        "unavailable_methods": dict(e.unavailable),   # requested but impossible for this model, with why
         "cam_peak_xy": {m: _peak(c.heatmap) for m, c in e.cams.items()},
         "attention_maps": len(e.attention_maps),
         "dead_gates": dead_gates(e),

@@ -9,7 +9,6 @@ returned is CPU numpy.
 """
 from __future__ import annotations
 
-import difflib
 import threading
 import weakref
 from contextlib import ExitStack
@@ -28,7 +27,8 @@ from attnviz.core.layers import default_cam_layer
 from attnviz.core.recording.recorder import record_attention, stage_summaries
 from attnviz.core.slow import check_slow_budget, slow_cams
 from attnviz.core.specs import LoadedModel, ModelSpec
-from attnviz.core.transformers import global_attention_modules, probabilities_module, unfused
+from attnviz.core.targets import Target, resolve_target
+from attnviz.core.transformers import global_attention_modules, probabilities_module, rollout_obstacle, unfused
 from attnviz.data.images import decode_image
 from attnviz.errors import AttnvizError, TargetError
 from attnviz.results import AttentionMap, CamMap, Explanation, Prediction
@@ -36,7 +36,6 @@ from attnviz.results import AttentionMap, CamMap, Explanation, Prediction
 DEFAULT_BATCH_SIZE = 32   # images per forward of explain_batch (the API's and eval's default)
 
 ProgressFn = Callable[[int, int, str], None]
-Target = int | str | None
 
 _module_locks: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
 _module_locks_guard = threading.Lock()
@@ -48,29 +47,6 @@ def _lock_for_module(model: nn.Module) -> threading.Lock:
         if lock is None:
             lock = _module_locks[model] = threading.Lock()
         return lock
-
-
-def resolve_target(target: Target, class_names: Sequence[str], logits: torch.Tensor | np.ndarray) -> int:
-    """None -> top-1; int -> that index; str -> class by name (case and separators ignored)."""
-    if target is None or (isinstance(target, str) and target.strip().lower() in ("", "top-1", "top1")):
-        return int(np.argmax(np.asarray(logits)))
-    if isinstance(target, (int, np.integer)):
-        if not 0 <= int(target) < len(class_names):
-            raise TargetError(f"Class index {target} is out of range: this model has {len(class_names)} classes.")
-        return int(target)
-
-    def norm(s: str) -> str:
-        return s.strip().lower().replace("_", " ").replace("-", " ")
-
-    wanted = norm(str(target))
-    for i, name in enumerate(class_names):
-        if norm(name) == wanted:
-            return i
-    if wanted.isdigit():
-        return resolve_target(int(wanted), class_names, logits)
-    close = difflib.get_close_matches(wanted, [norm(c) for c in class_names], n=3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise TargetError(f"Unknown class {target!r} for this model.{hint}")
 
 
 def _module_device(net: nn.Module) -> torch.device:
@@ -199,6 +175,17 @@ def _maps_from_layer(layer_maps: torch.Tensor, input_hw: tuple[int, int]) -> cam
     return cam_core.CamArrays(heat, raw, positive)
 
 
+def unavailable_methods(model: nn.Module, methods: Sequence[str]) -> dict[str, str]:
+    """The methods of ``methods`` this network cannot compute, each with why (rollout needs a ViT's global
+    attention). One rule for the engine's plan, ``compare``'s refusal and the CLI's check before any image."""
+    flows = [m for m in methods if catalogue.get(m).kind == catalogue.ROLLOUT]
+    obstacle = rollout_obstacle(model) if flows else ""
+    if not obstacle:
+        return {}
+    return {m: f"{catalogue.title(m)} needs a ViT/DeiT's global self-attention; this model has {obstacle}"
+            for m in flows}
+
+
 @dataclass
 class _Options:
     methods: tuple[str, ...]
@@ -209,6 +196,7 @@ class _Options:
     eigen_smooth: bool
     aug_smooth: bool
     amp: bool
+    skip_unavailable: bool = False
 
 
 @dataclass
@@ -227,6 +215,7 @@ class _Plan:
     bias_modules: list[nn.Module] = field(default_factory=list)   # FullGrad's layers, tapped last
     n_cam: int = 0                                           # taps[:n_cam]: the CAM layers
     n_attention: int = 0                                     # then the attention weights
+    unavailable: dict[str, str] = field(default_factory=dict)   # method -> why this model cannot compute it
 
     @property
     def from_input(self) -> bool:
@@ -235,14 +224,21 @@ class _Plan:
 
 
 def _plan(r: LoadedModel, o: _Options) -> _Plan:
+    """The methods this model computes, by kind; one it cannot compute is an error, or (``skip_unavailable``:
+    another model of the comparison computes it) left out with its reason."""
+    unavailable = unavailable_methods(r.model, o.methods)
+    if unavailable and not o.skip_unavailable:
+        method, why = next(iter(unavailable.items()))
+        raise TargetError(f"{_described(r)}: {why}. Use a CAM method instead.")
     kind_of = {m: catalogue.get(m) for m in o.methods}
-    inputs = [m for m in o.methods if kind_of[m].kind == catalogue.INPUT]
+    wanted = [m for m in o.methods if m not in unavailable]
+    inputs = [m for m in wanted if kind_of[m].kind == catalogue.INPUT]
     input_needs = frozenset().union(*(input_maps.needs(kind_of[m].resolve()) for m in inputs))
-    one_pass = [m for m in o.methods if kind_of[m].kind == catalogue.ONE_PASS]
+    one_pass = [m for m in wanted if kind_of[m].kind == catalogue.ONE_PASS]
     if input_maps.GRADCAM in input_needs and "gradcam" not in one_pass:
         one_pass.append("gradcam")  # Guided Grad-CAM's factor; computed, not returned
-    flows = [m for m in o.methods if kind_of[m].kind == catalogue.ROLLOUT]
-    slow = [m for m in o.methods if kind_of[m].kind == catalogue.SLOW]
+    flows = [m for m in wanted if kind_of[m].kind == catalogue.ROLLOUT]
+    slow = [m for m in wanted if kind_of[m].kind == catalogue.SLOW]
     layer_modules = [cam_core.resolve_layer(r.model, n) for n in o.layer_names]
     attention = [probabilities_module(m) for _, m in global_attention_modules(r.model)] if flows else []
     cam_layers = layer_modules if (one_pass or slow) else []
@@ -252,7 +248,7 @@ def _plan(r: LoadedModel, o: _Options) -> _Plan:
     kinds = sorted({m.score for m in graded}, key=lambda k: (k != "shapley", k))  # ShapleyCAM's backward first
     needs_grad = bool(graded) or bool(input_needs - {input_maps.GRADCAM})
     return _Plan(one_pass, flows, slow, layer_modules, taps, needs_grad, kinds, inputs, input_needs, bias,
-                 len(cam_layers), len(attention))
+                 len(cam_layers), len(attention), unavailable)
 
 
 @dataclass
@@ -274,9 +270,9 @@ class _Pass:
 
 
 def _targets(own: np.ndarray, names: tuple[str, ...], targets: list[Target],
-             contrasts: list[Target]) -> tuple[list[int], list[int | None]]:
-    target_idx = [resolve_target(t, names, own[i]) for i, t in enumerate(targets)]
-    contrast_idx: list[int | None] = [None if c is None else resolve_target(c, names, own[i])
+             contrasts: list[Target], model: str = "") -> tuple[list[int], list[int | None]]:
+    target_idx = [resolve_target(t, names, own[i], model) for i, t in enumerate(targets)]
+    contrast_idx: list[int | None] = [None if c is None else resolve_target(c, names, own[i], model)
                                       for i, c in enumerate(contrasts)]
     for t, c in zip(target_idx, contrast_idx):
         if c is not None and c == t:
@@ -313,7 +309,7 @@ def _forward_and_gradients(r: LoadedModel, x: torch.Tensor, plan: _Plan, o: _Opt
         names = o.names or tuple(f"class_{i}" for i in range(own.shape[-1]))
         if len(names) != own.shape[-1]:
             raise AttnvizError(f"{len(names)} class names given for a model with {own.shape[-1]} outputs.")
-        target_idx, contrast_idx = _targets(own, names, targets, contrasts)
+        target_idx, contrast_idx = _targets(own, names, targets, contrasts, _described(r))
         copies = len(transforms)
         grads: dict[str, list[torch.Tensor | None]] = {}
         graded = tapped[:plan.n_cam + plan.n_attention]
@@ -463,13 +459,13 @@ def _to_host(computed: dict[str, cam_core.CamArrays], slow_maps: dict[str, np.nd
 
 
 def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArrays], o: _Options,
-                  views: list[np.ndarray | None], share: dict[str, float], slow: bool) -> list[Explanation]:
+                  views: list[np.ndarray | None], share: dict[str, float], plan: _Plan) -> list[Explanation]:
     """One :class:`Explanation` per image of the chunk."""
     names = p.names
     options = {"layers": list(o.layer_names), "eigen_smooth": o.eigen_smooth, "aug_smooth": o.aug_smooth,
                "amp": bool(o.amp and r.device.type == "cuda"), "batch": len(views)}
     warnings: list[str] = []
-    if slow:
+    if plan.slow:
         warnings.append("Score-/Ablation-CAM maps come normalised by pytorch-grad-cam; they cannot share a colour "
                         "scale with the others.")
     unsmoothed = [catalogue.title(m) for m in o.methods if catalogue.get(m).kind == catalogue.INPUT]
@@ -482,7 +478,7 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
     for i in range(len(views)):
         attention_maps: list[AttentionMap] = p.maps_per_image[i]
         cams = {m: CamMap(m, computed[m].heatmap[i], computed[m].raw[i], computed[m].layer_map[i])
-                for m in o.methods}
+                for m in o.methods if m in computed}
         theta = next((a.data for a in attention_maps if a.layout == "affine"), None)
         if theta is not None:  # a spatial transformer: CAMs live on its warped view; show them on the input
             cams = {m: c if catalogue.get(m).kind == catalogue.INPUT else  # input maps are on the input already
@@ -500,7 +496,7 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
             timings=dict(share), logits=p.own[i].astype(np.float32), weights_sha256=r.weights_sha256,
             warnings=list(warnings), view_resize=r.spec.resize_size if (r.spec and views[i] is not None) else 0,
             contrast=None if c is None else Prediction(c, names[c], float(probs[c])), options=dict(options),
-            device=str(r.device)))
+            device=str(r.device), unavailable=dict(plan.unavailable)))
     return out
 
 
@@ -522,14 +518,15 @@ def _explain_chunk(r: LoadedModel, x_chunk: torch.Tensor, views: list[np.ndarray
              "preprocess": (t1 - t0) / b, "total": (t5 - t0) / b}
     if plan.slow:
         share["slow_methods"] = (t4 - t3) / b
-    return _explanations(r, p, computed, o, views, share, bool(plan.slow))
+    return _explanations(r, p, computed, o, views, share, plan)
 
 
 def explain_loaded(r: LoadedModel, images, methods: Sequence[str], targets: Target | Sequence[Target] = None,
                    layer: str | Sequence[str] | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
                    record: bool = True, topk: int = 5, class_names: Sequence[str] | None = None,
                    contrast: Target | Sequence[Target] = None, eigen_smooth: bool = False, aug_smooth: bool = False,
-                   amp: bool = False, progress: ProgressFn | None = None) -> list[Explanation]:
+                   amp: bool = False, progress: ProgressFn | None = None,
+                   skip_unavailable: bool = False) -> list[Explanation]:
     """:func:`attnviz.api.explain_batch` on a model already resolved to a :class:`LoadedModel`."""
     if batch_size < 1:
         raise AttnvizError("batch_size must be at least 1.")
@@ -538,7 +535,7 @@ def explain_loaded(r: LoadedModel, images, methods: Sequence[str], targets: Targ
     n = x.shape[0]
     names = tuple(class_names) if class_names else (r.spec.class_names if r.spec else ())
     opts = _Options(methods, _layer_names(layer, r.spec, r.model), names, topk, record, eigen_smooth, aug_smooth,
-                    amp)
+                    amp, skip_unavailable)
     target_list = _per_image(targets, n, "targets")
     contrast_list = _per_image(contrast, n, "contrast classes")
     copies = 6 if aug_smooth else 1
@@ -551,6 +548,13 @@ def explain_loaded(r: LoadedModel, images, methods: Sequence[str], targets: Targ
         if progress:
             progress(stop, n, r.name)
     return out
+
+
+def _described(r: LoadedModel) -> str:
+    """How a message names a model: "SE-ResNet (se)", or the module's class name."""
+    if r.spec is None:
+        return type(r.model).__name__
+    return r.spec.name if r.spec.display_name == r.spec.name else f"{r.spec.display_name} ({r.spec.name})"
 
 
 def _renormalise(heat: np.ndarray) -> np.ndarray:

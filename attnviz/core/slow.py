@@ -6,6 +6,7 @@ checks their budget and hands them the batch.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -38,10 +39,28 @@ class _Difference:
         return output[..., self.a] - output[..., self.b]
 
 
+@lru_cache(maxsize=1)
+def _silence_library_bars() -> None:
+    """pytorch-grad-cam's Score-/Ablation-CAM draw a tqdm bar on stderr for every call (a server's log filled with
+    them); attnviz reports progress itself. Their modules get a tqdm whose bars are off — only theirs."""
+    import importlib
+    from functools import partial
+    from types import ModuleType, SimpleNamespace
+
+    import tqdm
+
+    for name in ("pytorch_grad_cam.score_cam", "pytorch_grad_cam.ablation_cam"):
+        module = importlib.import_module(name)
+        if isinstance(getattr(module, "tqdm", None), ModuleType):
+            module.tqdm = SimpleNamespace(tqdm=partial(tqdm.tqdm, disable=True))
+
+
 def slow_cams(method: str, net: nn.Module, layers: list[nn.Module], x: torch.Tensor, targets: list[int],
                contrasts: list[int | None], input_hw: tuple[int, int], eigen_smooth: bool,
                aug_smooth: bool) -> np.ndarray:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    _silence_library_bars()
 
     cls = methods.get(method).resolve()
     wanted = [ClassifierOutputTarget(t) if c is None else _Difference(t, c) for t, c in zip(targets, contrasts)]

@@ -2,19 +2,21 @@
 
 A spec is data (names, weights source, classes, preprocessing, layers); building and caching the
 network is :mod:`attnviz.zoo.registry`'s job. Preprocessing lives here so training, evaluation, the engine
-and the page all feed a model exactly the same tensor.
+and the page all feed a model exactly the same tensor. torch and OpenCV are imported when a spec first
+preprocesses: listing the models (``attnviz models``) reads specs without loading either.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import cv2
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,6 +65,8 @@ class ModelSpec:
         ``interpolation="bicubic"`` resizes as timm's evaluation transform does (PIL bicubic, which
         antialiases when shrinking); the default is OpenCV's area / bilinear resampling.
         """
+        import cv2
+
         h, w = image.shape[:2]
         scale = self.resize_size / min(h, w)
         if scale != 1.0 and self.interpolation == "bicubic":
@@ -91,6 +95,8 @@ class ModelSpec:
 
     def normalise(self, views: np.ndarray) -> torch.Tensor:
         """uint8 (N,h,w,3) already at input size -> float tensor; the training loop calls this directly."""
+        import torch
+
         x = torch.from_numpy(np.array(views, dtype=np.uint8)).permute(0, 3, 1, 2).float().div_(255.0)
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
@@ -109,6 +115,12 @@ def _pil_bicubic(image: np.ndarray, short_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
 
 
+def _cpu() -> torch.device:
+    import torch
+
+    return torch.device("cpu")
+
+
 @dataclass
 class LoadedModel:
     """A ready network (eval mode, on ``device``) with its spec and the lock every hooked pass must hold.
@@ -120,7 +132,7 @@ class LoadedModel:
     spec: ModelSpec | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     weights_sha256: str = ""
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device = field(default_factory=lambda: _cpu())
 
     @property
     def name(self) -> str:

@@ -42,15 +42,24 @@ def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if is_attention(m)]
 
 
+ROLLOUT_NEEDS = "rollout and grad-rollout need global self-attention with a class token (ViT, DeiT)"
+
+
+def rollout_obstacle(model: nn.Module) -> str:
+    """What ``model`` has instead of the global self-attention rollout chains ("" when it has it): a CNN's
+    "no transformer attention", a Swin's "windowed (Swin-style) attention"."""
+    found = attention_modules(model)
+    if any(is_windowed(m) for _, m in found):
+        return "windowed (Swin-style) attention"
+    return "" if found else "no transformer attention"
+
+
 def global_attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The attention modules rollout can chain: global (not windowed) self-attention over all tokens."""
-    found = attention_modules(model)
-    windowed = [name for name, m in found if is_windowed(m)]
-    if windowed or not found:
-        kind = "windowed (Swin-style) attention" if windowed else "no transformer attention"
-        raise TargetError(f"rollout and grad-rollout need global self-attention with a class token (ViT, DeiT); "
-                          f"this model has {kind}. Use a CAM method instead.")
-    return found
+    obstacle = rollout_obstacle(model)
+    if obstacle:
+        raise TargetError(f"{ROLLOUT_NEEDS}; this model has {obstacle}. Use a CAM method instead.")
+    return attention_modules(model)
 
 
 def probabilities_module(attention: nn.Module) -> nn.Module:

@@ -189,6 +189,28 @@ def decode_image(source: ImageSource, *, max_side: int = MAX_SIDE) -> np.ndarray
     return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
 
 
+SMALL_SIDE = 32   # below this many pixels a side, the models see mostly their own upscaling
+
+
+def image_notes(source: ImageSource, image: np.ndarray) -> list[str]:
+    """What the user should know about how an accepted image was read: only the first frame of an animated or
+    multi-page file was used; a tiny image was enlarged to the models' input size."""
+    notes = []
+    if not isinstance(source, (np.ndarray, Image.Image)):
+        try:
+            with Image.open(io.BytesIO(_read_bytes(source))) as im:
+                frames = getattr(im, "n_frames", 1)
+        except Exception:  # noqa: BLE001 - it decoded once already; a note is not worth a second error
+            frames = 1
+        if frames > 1:
+            notes.append(f"The file has {frames} frames (animated or multi-page); only the first was explained.")
+    h, w = image.shape[:2]
+    if min(h, w) < SMALL_SIDE:
+        notes.append(f"The image is only {w}x{h} pixels; the models see it enlarged to their input size, so the "
+                     "maps say little about its detail.")
+    return notes
+
+
 def load_mask(source: ImageSource) -> np.ndarray:
     """A mask image (any mode) -> bool (H, W): True where the pixel is non-zero (alpha ignored)."""
     if isinstance(source, np.ndarray):

@@ -10,6 +10,12 @@ from attnviz.evaluation.summary import paired, same_sign
 from attnviz.metrics.localisation import OWN_MAP
 
 
+def road_scope(result: dict) -> str:
+    """Which images ROAD scored, in words: "ROAD: off." when none did (``--road 0``, ``--localisation-only``)."""
+    road = result.get("road_scenes") or 0
+    return "ROAD: off." if road <= 0 else f"ROAD uses the first {road} images."
+
+
 def _num(value: float, pct: bool, digits: int | None = None) -> str:
     if pct:
         return f"{value * 100:.{1 if digits is None else digits}f}"
@@ -330,7 +336,7 @@ def results_markdown(result: dict, flags: dict[tuple[str, str], float] | None = 
         f"Produced by `{result['command']}`"
         + "".join(f", then `{u}`" for u in result.get("updates", [])) + f" ({source}; {result['seconds'] / 60:.1f} min on {result['machine']}, "
         f"device {result.get('device', 'cpu')}" + (f", {procs} processes" if procs > 1 else "") + "). "
-        f"Every map explains the **true class**. ROAD uses the first {result['road_scenes']} images. "
+        f"Every map explains the **true class**. {road_scope(result)} "
         "Each number is a mean over images with its 95 % bootstrap confidence interval in brackets "
         f"({stats.RESAMPLES:,} resamples of the images, seed {stats.SEED}); `results.json` holds every per-image "
         "value they come from.", "",

@@ -155,8 +155,10 @@ def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = Fa
     ref = plan.reference
     order = sorted(plan.models, key=lambda m: m is not ref)   # the reference first: the others need its maps
     records: dict[int, dict] = {i: {"models": {}, "skipped": {}} for i in indices}
-    bar = tqdm(total=len(indices), desc="eval", unit="image", disable=not progress, file=sys.stderr,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} images [{elapsed}<{remaining}{postfix}]")
+    # one step per model per image: with two models, half of the images' work is "10/20", not "5/10 images"
+    bar = tqdm(total=len(indices) * len(order), desc="eval", unit="step", disable=not progress, file=sys.stderr,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} image x model steps "
+                          "[{elapsed}<{remaining}{postfix}]")
     for start in range(0, len(indices), plan.batch_size):
         chunk = list(indices[start:start + plan.batch_size])
         decoded: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
@@ -177,9 +179,9 @@ def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = Fa
                                                                               for i in usable],
                                        plan.methods, plan.batch_size)
                 ref_maps = dict(zip(usable, maps))
-        for loaded in order:
+        for k, loaded in enumerate(order):
             name = loaded.spec.name
-            bar.set_postfix_str(name, refresh=False)
+            bar.set_postfix_str(f"model {k + 1}/{len(order)} {name}", refresh=False)
             labelled = []
             for i in decoded:
                 label, reason = images.label(i, loaded.spec)
@@ -202,7 +204,7 @@ def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = Fa
                 for (i, _), s in zip(labelled, scores):
                     records[i]["models"][name] = {"correct": bool(s.correct), "values": _rounded(s.values),
                                                   "agreement": _rounded(s.agreement)}
-            bar.update(len(chunk) / len(order))   # every model's pass over the chunk moves the image count
+            bar.update(len(chunk))
     bar.close()
     return [(i, records[i]) for i in indices], counts
 
@@ -350,6 +352,7 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
     for c in counts.values():
         total.add(c)
     _print_scoring(total, seconds)
+    print(f"eval: results in {out}/ (results.md, results.json, results.png)", file=sys.stderr)
     return result
 
 

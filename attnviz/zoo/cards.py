@@ -5,16 +5,19 @@ A card (``models/weights/<name>.json``) is the single source of truth for a bund
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-import models
 from attnviz.core.specs import ModelSpec, WeightsSource
 
-# The checkout (or install) that holds models/: bundled weights, their replicates, and the git commit a training records.
-PROJECT_ROOT = Path(models.__file__).resolve().parent.parent
+if TYPE_CHECKING:
+    from torch import nn
+
+# The checkout (or install) that holds models/: bundled weights, their replicates, and the git commit a training
+# records. Found without importing the package (that imports torch; reading the cards must not).
+PROJECT_ROOT = Path(importlib.util.find_spec("models").origin).resolve().parent.parent
 WEIGHTS_DIR = PROJECT_ROOT / "models" / "weights"
 REPLICATES_DIR = WEIGHTS_DIR / "replicates"
 
@@ -46,6 +49,8 @@ def spec_from_card(card: dict, weights_path: Path, source: str = "bundled zoo") 
     build_kwargs = dict(card.get("build_kwargs", {}))
 
     def builder() -> nn.Module:
+        import models
+
         return models.build(arch, num_classes=num_classes, **build_kwargs)
 
     return ModelSpec(

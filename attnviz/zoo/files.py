@@ -1,7 +1,8 @@
 """Checkpoint files as data: read (safetensors, or pickles with ``weights_only=True``), save, hash.
 
 The lowest zoo module: the registry (bundled weights) and the checkpoint fitter (uploads) both read files
-through it, so neither imports the other. Nothing here ever executes code from a file.
+through it, so neither imports the other. Nothing here ever executes code from a file. torch is imported when a
+file is read or written, not for the names and limits (the page's upload widgets start without it).
 """
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-import models
 from attnviz.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 MAX_CHECKPOINT_BYTES = 1024 * 1024 * 1024   # 1 GiB
 
@@ -52,6 +54,8 @@ def _is_torchscript(path: Path) -> bool:
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, unwrapped to a clean state dict. Never executes code from the file."""
+    import models
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"No such checkpoint file: {path.name}")
@@ -89,6 +93,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 def _torch_load(path: Path):
     """``torch.load(weights_only=True)``; whatever a file that is no checkpoint makes the unpickler raise
     (UnpicklingError, KeyError, IndexError, EOFError, ...) becomes one readable CheckpointError."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -107,6 +113,8 @@ def _torch_load(path: Path):
 
 def check_tensors(state: dict[str, torch.Tensor]) -> None:
     """Refuse absurd shapes and non-finite weights with a message naming the first offending key."""
+    import torch
+
     for key, t in state.items():
         if t.numel() > MAX_TENSOR_ELEMENTS:
             raise CheckpointError(f"Tensor {key!r} has {t.numel():,} elements ({tuple(t.shape)}); refusing it.")
@@ -118,6 +126,7 @@ def check_tensors(state: dict[str, torch.Tensor]) -> None:
 def save_safetensors(model_or_state: nn.Module | dict[str, torch.Tensor], path: str | Path) -> Path:
     """Write a loaded checkpoint as .safetensors (tensors only; safe to share)."""
     from safetensors.torch import save_file
+    from torch import nn
 
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     path = Path(path)

@@ -21,14 +21,13 @@ import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from torch import nn
-
-from attnviz.core.recording.external import register_external_adapters
 from attnviz.core.specs import ModelSpec, WeightsSource
 from attnviz.errors import AttnvizError
-from attnviz.zoo.files import sha256_file
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def weights_dir() -> Path:
@@ -146,14 +145,28 @@ SOURCES_BY_NAME = {s.name: s for s in SOURCES}
 
 @lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[str, ...]:
-    """The 1000 ImageNet class names shipped inside torchvision's weight metadata (no download)."""
-    from torchvision.models import ResNet50_Weights
+    """The 1000 ImageNet class names shipped inside torchvision's weight metadata (no download), read from
+    torchvision's source file so that listing the models imports neither torch nor torchvision."""
+    import ast
+    import importlib.util
+
+    try:
+        meta = Path(importlib.util.find_spec("torchvision").submodule_search_locations[0]) / "models" / "_meta.py"
+        for node in ast.parse(meta.read_text()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_IMAGENET_CATEGORIES"
+                                                    for t in node.targets):
+                return tuple(ast.literal_eval(node.value))
+    except (AttributeError, OSError, SyntaxError, TypeError, ValueError):
+        pass
+    from torchvision.models import ResNet50_Weights  # the same list, through torchvision itself
 
     return tuple(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
 def build_network(src: ImageNetSource) -> nn.Module:
     """The architecture with random weights (never ``pretrained=True``: that would download)."""
+    from attnviz.core.recording.external import register_external_adapters
+
     register_external_adapters()  # here, not in provider(): listing the models must not import timm (~23 MB)
     if src.library == "torchvision":
         import torchvision
@@ -186,6 +199,8 @@ def provider() -> list[ModelSpec]:
 
 def verify(path: Path, prefix: str = "", sha256: str = "") -> str:
     """The file's SHA-256, checked against a full pin (``sha256``) or the publisher's ``prefix``."""
+    from attnviz.zoo.files import sha256_file
+
     digest = sha256_file(path)
     if sha256 and digest != sha256:
         raise AttnvizError(f"{path.name}: SHA-256 {digest[:16]}… does not match the pinned {sha256[:16]}…; "

@@ -4,6 +4,9 @@ Specs come from providers: the bundled zoo (``models/weights/*.json`` model card
 ``.safetensors`` files) and, where registered, other sources. ``load(name)`` builds the network once,
 loads its weights (safetensors only), puts it in eval mode and caches it with its own lock: module
 hooks are global to a model, so two requests on one model must not interleave.
+
+Listing the specs imports neither torch nor the networks (``attnviz models`` prints the list in a fraction
+of torch's start-up); loading a model does.
 """
 from __future__ import annotations
 
@@ -12,16 +15,15 @@ import threading
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-import torch
-from torch import nn
-
-import models
 from attnviz.core.specs import LoadedModel, ModelSpec, WeightsSource
 from attnviz.errors import ModelNotFoundError, WeightsUnavailableError
 from attnviz.zoo.cards import REPLICATES_DIR, WEIGHTS_DIR, read_card, spec_from_card
-from attnviz.zoo.files import sha256_file
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 CACHE_SIZE = int(os.environ.get("ATTNVIZ_MODEL_CACHE", "16"))
 
@@ -108,7 +110,7 @@ def _load_weights(model: nn.Module, spec: ModelSpec) -> str:
         if src.download_hint:
             raise WeightsUnavailableError(f"{spec.name} is not downloaded — {src.download_hint}.")
         raise WeightsUnavailableError(f"Weights for {spec.name!r} are not on this machine ({src.path}).")
-    from attnviz.zoo.files import read_checkpoint
+    from attnviz.zoo.files import read_checkpoint, sha256_file
 
     digest = sha256_file(src.path)
     if src.sha256 and digest != src.sha256:
@@ -231,6 +233,8 @@ def random_spec(arch: str, num_classes: int = 1000, *, name: str | None = None, 
                 resize_size: int | None = None, default_layer: str | None = None,
                 class_names: tuple[str, ...] | None = None, **build_kwargs) -> ModelSpec:
     """A spec for a registry architecture with random weights (tests, benchmarks, notebooks)."""
+    import models
+
     a = models.get(arch)
     layer = default_layer or {"mobilenet_v2": "features.18" if arch != "ca_mobilenet_v2" else "conv",
                               "small_resnet": "layer3"}.get(a.family, "layer4")

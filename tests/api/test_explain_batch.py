@@ -193,7 +193,7 @@ def test_unknown_devices_are_one_line_and_models_lists_the_devices(folder, tmp_p
         assert cli.main(["explain", str(folder / "img00.png"), "--device", device, "--out", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and phrase in err[0] and "available" in err[0], err
-    assert cli.main(["models"]) == 0
+    assert cli.main(["models", "--devices"]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith("devices: ") and "cpu" in last
 

@@ -129,7 +129,7 @@ def test_the_page_takes_a_typed_timm_architecture(tmp_path):
         expected = reference(spec.preprocess(decode_image(SCENE)))[0].numpy()
     np.testing.assert_allclose(np.asarray(report["models"][0]["logits"], np.float32), expected, rtol=1e-5, atol=1e-4)
     converted = ui.on_convert_checkpoint(str(path), "timm:resnet18")
-    assert Path(converted).suffix == ".safetensors"
+    assert Path(converted["value"]).suffix == ".safetensors" and converted["visible"] is True
 
 
 def test_the_page_refuses_python_architectures(tmp_path):

@@ -17,6 +17,7 @@ from attnviz.app.render.draw import COLORMAPS, DARK, LIGHT, Palette, colorbar, c
 from attnviz.app.render.grid import (
                                           GridCells,
                                           GridRow,
+                                          bar_title,
                                           compose,
                                           grid,
                                           grid_cells,
@@ -28,6 +29,6 @@ from attnviz.app.render.grid import (
 from attnviz.app.render.picker import mark_picker, picker_image
 
 __all__ = ["COLORMAPS", "DARK", "GATE_LEGEND", "LIGHT", "GridCells", "GridRow", "Palette", "attention_map_image",
-           "bar_chart", "cam_peak", "colorbar", "colorize", "compose", "grid", "grid_cells", "grid_shape",
+           "bar_chart", "bar_title", "cam_peak", "colorbar", "colorize", "compose", "grid", "grid_cells", "grid_shape",
            "legend_lines", "mark_picker", "overlay", "picker_image", "primary_attention", "query_marker_image",
            "row_label", "stage_of_layer", "text_image", "vs_baseline_column"]

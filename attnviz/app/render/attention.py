@@ -30,13 +30,15 @@ def primary_attention(expl: Explanation) -> AttentionMap | None:
 
     At that stage: the spatial stage summary, else the channel one (SE / ECA). A module that has no map
     at that stage (Non-local sits after layer2 only) shows its deepest spatial, else channel, summary;
-    a spatial transformer shows its sampled region.
+    a spatial transformer shows its sampled region. Fused layers ("layer1+layer2") show the deepest chosen
+    stage that has a map.
     """
-    stage = stage_of_layer(expl.layer)
-    for layout in ("spatial", "channel"):
-        same = [s for s in expl.stage_summaries if s.layout == layout and s.stage == stage]
-        if same:
-            return same[-1]
+    stages = [stage_of_layer(name) for name in expl.layer.split("+")] if expl.layer else [""]
+    for stage in reversed(stages):
+        for layout in ("spatial", "channel"):
+            same = [s for s in expl.stage_summaries if s.layout == layout and s.stage == stage]
+            if same:
+                return same[-1]
     for layout in ("spatial", "channel"):
         found = [s for s in expl.stage_summaries if s.layout == layout]
         if found:

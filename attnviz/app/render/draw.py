@@ -48,6 +48,33 @@ def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+# Stand-ins for characters Pillow's built-in font (Aileron) has no glyph for: it would draw its missing-glyph box
+# ("0–1" came out as "0[]1" in every saved grid). The page's HTML keeps the real characters.
+STAND_INS = {"\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2192": "->", "\u2190": "<-", "\u2264": "<=",
+             "\u2265": ">=", "\u00d7": "x", "\u03c1": "rho", "\u2248": "~", "\u2018": "'", "\u2019": "'",
+             "\u201c": '"', "\u201d": '"'}
+_NO_GLYPH = "\U000F0000"   # a private-use code point: no font draws it, so it renders as the missing-glyph box
+
+
+def _mask_signature(face, text: str) -> tuple:
+    mask = face.getmask(text)
+    return mask.size, bytes(mask)
+
+
+@lru_cache(maxsize=512)
+def has_glyph(char: str, size: int = 14) -> bool:
+    """Whether the built-in font draws ``char`` as itself, not as its missing-glyph box."""
+    face = font(size)
+    return char.isspace() or _mask_signature(face, char) != _mask_signature(face, _NO_GLYPH)
+
+
+def drawable(text: str, size: int = 14) -> str:
+    """``text`` with every character the font lacks replaced by its stand-in (else "?")."""
+    if text.isascii():
+        return text
+    return "".join(c if c.isascii() or has_glyph(c, size) else STAND_INS.get(c, "?") for c in text)
+
+
 def text_image(lines: Sequence[str], width: int, height: int, font_size: int = 14,
                background: tuple[int, int, int] = WHITE, colour: tuple[int, int, int] = INK,
                center: bool = False) -> np.ndarray:
@@ -57,6 +84,7 @@ def text_image(lines: Sequence[str], width: int, height: int, font_size: int = 1
     face = font(font_size)
     y = 4
     for line in lines:
+        line = drawable(line, font_size)
         w = draw.textlength(line, font=face)
         x = (width - w) / 2 if center else 6
         draw.text((x, y), line, fill=colour, font=face)
@@ -67,6 +95,7 @@ def text_image(lines: Sequence[str], width: int, height: int, font_size: int = 1
 def fit_text(text: str, width: int, font_size: int) -> str:
     """``text`` shortened with "…" until it fits ``width`` pixels at ``font_size``."""
     face = font(font_size)
+    text = drawable(text, font_size)
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     if draw.textlength(text, font=face) <= width:
         return text
@@ -152,9 +181,11 @@ def colorbar(cmap: str, vmin: float, vmax: float, height: int = 160, width: int 
 DIVERGING = ((-1.0, (59, 76, 192)), (0.0, (242, 242, 242)), (1.0, (180, 4, 38)))
 
 
-def diverging_colours(values: np.ndarray) -> np.ndarray:
-    """(H, W) values in [-1, 1] -> (H, W, 3) uint8 on :data:`DIVERGING`."""
+def diverging_colours(values: np.ndarray, centre: tuple[int, int, int] | None = None) -> np.ndarray:
+    """(H, W) values in [-1, 1] -> (H, W, 3) uint8 on :data:`DIVERGING`; ``centre`` replaces its near-white middle
+    (the dark page's own background, so "no change" is not a bright grey patch in dark mode)."""
     v = np.clip(np.asarray(values, np.float64), -1.0, 1.0)
-    stops = [p for p, _ in DIVERGING]
-    return np.stack([np.interp(v, stops, [c[k] for _, c in DIVERGING]) for k in range(3)], axis=-1).round().astype(
+    scale = [(p, centre if (p == 0.0 and centre is not None) else c) for p, c in DIVERGING]
+    stops = [p for p, _ in scale]
+    return np.stack([np.interp(v, stops, [c[k] for _, c in scale]) for k in range(3)], axis=-1).round().astype(
         np.uint8)

@@ -45,6 +45,7 @@ class GridRow:
     display_name: str
     label: list[str]                  # the row label's lines (name, top-1, target, compared with, layer, smoothing)
     cells: list[np.ndarray]           # one (cell, cell, 3) picture per column
+    empty: dict[int, str] = field(default_factory=dict)   # column -> why that cell has no map ("n/a: ...")
 
 
 @dataclass
@@ -55,6 +56,7 @@ class GridCells:
     colorbar: np.ndarray | None = None                # the shared scale's bar (shared colour scale only)
     cell: int = 160
     palette: Palette = field(default_factory=lambda: LIGHT)
+    bar_methods: int = 1                              # how many columns the shared bar serves (its title says so)
 
 
 def shared_vmax(comparison: Comparison, method: str) -> float:
@@ -80,7 +82,7 @@ def difference_cell(diff: np.ndarray, view: np.ndarray | None, size: int, number
 
     strip = 18 if numbers else 0
     side = size - strip
-    colour = diverging_colours(resize(np.asarray(diff, np.float32), (side, side)))
+    colour = diverging_colours(resize(np.asarray(diff, np.float32), (side, side)), _centre(palette))
     if view is not None:
         grey = cv2.cvtColor(cv2.cvtColor(square(view, side), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
         colour = cv2.addWeighted(grey, 0.25, colour, 0.75, 0.0)
@@ -95,11 +97,16 @@ def difference_cell(diff: np.ndarray, view: np.ndarray | None, size: int, number
     return out
 
 
+def _centre(palette: Palette) -> tuple[int, int, int] | None:
+    """The diverging scale's "no change" colour: the standard near-white, or the dark page's muted paper."""
+    return None if palette == LIGHT else palette.muted_paper
+
+
 def _reference_legend(cell: int, palette: Palette) -> np.ndarray:
     legend = text_image(["reference row", "", "variant minus baseline", "(both scaled to [0, 1])", "",
                          "red: the variant looks more", "blue: the baseline looks more"], cell, cell - 22, 11,
                         palette.muted_paper, palette.muted_ink, center=True)
-    bar = diverging_colours(np.tile(np.linspace(-1, 1, cell - 16), (14, 1)))
+    bar = diverging_colours(np.tile(np.linspace(-1, 1, cell - 16), (14, 1)), _centre(palette))
     foot = np.empty((22, cell, 3), np.uint8)
     foot[:] = palette.muted_paper
     foot[2:16, 8:cell - 8] = bar
@@ -113,7 +120,8 @@ def vs_baseline_column(comparison: Comparison, method: str | None = None) -> Ext
     from attnviz.metrics.agreement import baseline_row, difference_map
 
     base = baseline_row(comparison.explanations)
-    method = method or (comparison.methods[0] if comparison.methods else None)
+    if method is None and base is not None:   # the first method the baseline computes (not a ViT's rollout)
+        method = next((m for m in comparison.methods if m in base.cams), None)
     if base is None or len(comparison.explanations) < 2 or method not in base.cams:
         return None
 
@@ -125,11 +133,26 @@ def vs_baseline_column(comparison: Comparison, method: str | None = None) -> Ext
             return text_image(["no difference map:", *why.split("\n")], cell, cell, 11, palette.muted_paper,
                               palette.muted_ink, center=True)
         if method not in expl.cams:
-            return text_image(["not computed"], cell, cell, 12, palette.muted_paper, palette.muted_ink, center=True)
+            return empty_cell(expl, method, cell, palette)
         diff = difference_map(expl.cams[method].heatmap, base.cams[method].heatmap)
         return difference_cell(diff, expl.image, cell, comp.agreement.get((expl.model, method)), palette)
 
     return (f"vs baseline: {method_title(method)}", draw)
+
+
+def empty_cell(expl: Explanation, method: str, cell: int, palette: Palette = LIGHT) -> np.ndarray:
+    """The cell of a method this row has no map of: "n/a" and why (rollout on a CNN), or "not computed"."""
+    why = expl.unavailable.get(method)
+    if not why:
+        return text_image(["not computed"], cell, cell, 12, palette.muted_paper, palette.muted_ink, center=True)
+    return text_image(["n/a", "", *_wrapped([why], cell, 11)], cell, cell, 11, palette.muted_paper,
+                      palette.muted_ink, center=True)
+
+
+def empty_cell_reason(expl: Explanation, method: str) -> str:
+    """What :func:`empty_cell` says, as text (the page's alt text and tooltip)."""
+    why = expl.unavailable.get(method)
+    return f"n/a: {why}" if why else "not computed"
 
 
 def input_cell(expl: Explanation, comparison: Comparison, cell: int) -> np.ndarray:
@@ -167,7 +190,8 @@ def row_label(expl: Explanation) -> list[str]:
 
 def legend_lines(include_attention: bool, vs_baseline: bool, shared_scale: bool) -> list[str]:
     """What the grid's colours mean (written under the PNG and the page's grid)."""
-    lines = ["CAM columns: " + ("raw values on one colour scale per method (bar on the right)." if shared_scale
+    lines = ["CAM columns: " + ("raw values on one colour scale per method, shared by every model (each column's "
+                               "range under its title; the bar on the right)." if shared_scale
                                else "each map scaled to its own 0–1 (red = that map's maximum).")]
     if include_attention:
         lines.append(f"attention module: the module's own map at the CAM layer's stage, {GATE_LEGEND} (not "
@@ -181,9 +205,11 @@ def legend_lines(include_attention: bool, vs_baseline: bool, shared_scale: bool)
 
 
 def _columns(methods: Sequence[str], include_attention: bool, extra_columns: Sequence[ExtraColumn],
-             shared_scale: bool) -> list[tuple[str, str]]:
-    scale = "shared scale" if shared_scale else "each map 0–1"
-    return ([("input", "model's view")] + [(method_title(m), scale) for m in methods] +
+             vmaxes: dict[str, float]) -> list[tuple[str, str]]:
+    def scale(m: str) -> str:   # on a shared scale each column says its own top value (one bar serves them all)
+        return f"shared, 0–{vmaxes[m]:.3g}" if m in vmaxes else "each map 0–1"
+
+    return ([("input", "model's view")] + [(method_title(m), scale(m)) for m in methods] +
             ([("attention module", GATE_LEGEND)] if include_attention else []) +
             [(t.split(": ", 1)[0], t.split(": ", 1)[1] if ": " in t else "") for t, _ in extra_columns])
 
@@ -197,28 +223,32 @@ def grid_cells(comparison: Comparison, *, methods: Sequence[str] | None = None, 
     rows = []
     for expl in comparison.explanations:
         cells = [input_cell(expl, comparison, cell)]
+        why: dict[int, str] = {}
         for m in methods:
+            if m not in expl.cams:
+                why[len(cells)] = empty_cell_reason(expl, m)
             cells.append(cam_cell(expl, m, opacity=opacity, cmap=cmap, shared_vmax=vmaxes.get(m), size=cell)
-                         if m in expl.cams else text_image(["not computed"], cell, cell, 12, palette.muted_paper,
-                                                           palette.muted_ink, center=True))
+                         if m in expl.cams else empty_cell(expl, m, cell, palette))
         if include_attention:
             cells.append(square(attention_cell(expl, cell, opacity, cmap, palette), cell))
         cells.extend(square(draw(expl, comparison, cell, palette), cell) for _, draw in extra_columns)
-        rows.append(GridRow(expl.model, expl.display_name, row_label(expl), cells))
+        rows.append(GridRow(expl.model, expl.display_name, row_label(expl), cells, why))
     bar = None
-    if shared_scale and methods:
-        bar = colorbar(cmap, 0.0, max(vmaxes.values()), cell, COLORBAR_W, palette)
+    if shared_scale and methods:   # one method: its values; several: a fraction of each column's top value
+        top = vmaxes[methods[0]] if len(methods) == 1 else 1.0
+        bar = colorbar(cmap, 0.0, top, cell, COLORBAR_W, palette)
     vs = any(t.startswith("vs baseline") for t, _ in extra_columns)
-    return GridCells(_columns(methods, include_attention, extra_columns, shared_scale), rows,
-                     legend_lines(include_attention, vs, shared_scale), bar, cell, palette)
+    return GridCells(_columns(methods, include_attention, extra_columns, vmaxes), rows,
+                     legend_lines(include_attention, vs, shared_scale), bar, cell, palette, len(methods))
 
 
-def _wrapped(lines: Sequence[str], width: int) -> list[str]:
-    from attnviz.app.render.draw import font
+def _wrapped(lines: Sequence[str], width: int, size: int = LEGEND_FONT) -> list[str]:
+    from attnviz.app.render.draw import drawable, font
 
-    face = font(LEGEND_FONT)
+    face = font(size)
     out: list[str] = []
     for line in lines:
+        line = drawable(line, size)   # measured as it will be drawn
         current = ""
         for word in line.split(" "):
             trial = f"{current} {word}".strip()
@@ -240,6 +270,12 @@ def grid_shape(n_models: int, n_methods: int, cell: int = 160, include_attention
     legend = _wrapped(legend_lines(include_attention, extra_columns > 0, shared_scale), width)
     height = HEADER_H + n_models * (cell + GAP) + GAP + len(legend) * LEGEND_LINE + 8
     return height, width
+
+
+def bar_title(cells: GridCells) -> list[str]:
+    """The shared bar's title: its values are the column's own with one method, a fraction of each column's top
+    value (written under each title) with several."""
+    return ["shared"] if cells.bar_methods <= 1 else ["shared", "x col. max"]
 
 
 def compose(cells: GridCells) -> np.ndarray:
@@ -267,8 +303,8 @@ def compose(cells: GridCells) -> np.ndarray:
         x = width - COLORBAR_W - GAP
         h = min(cell, body_h - HEADER_H)
         canvas[HEADER_H:HEADER_H + h, x:x + COLORBAR_W] = cells.colorbar[:h]
-        canvas[:HEADER_H, x:x + COLORBAR_W] = text_image(["shared"], COLORBAR_W, HEADER_H, 12, palette.paper,
-                                                         palette.ink, center=True)
+        canvas[:HEADER_H, x:x + COLORBAR_W] = text_image(bar_title(cells), COLORBAR_W, HEADER_H, 12,
+                                                         palette.paper, palette.ink, center=True)
     canvas[body_h:] = text_image(legend, width, canvas.shape[0] - body_h, LEGEND_FONT, palette.paper,
                                  palette.ink)
     return canvas

@@ -25,10 +25,29 @@ CSS = """
 }
 #ood-note { border-left: 4px solid var(--color-accent, #f97316); padding-left: 10px; }
 #image-error { color: var(--error-text-color, #b91c1c); }
+#run-message { border-left: 4px solid var(--error-text-color, #b91c1c); padding-left: 10px; }
 #checkpoint-status .av-refused { border-left: 4px solid var(--error-text-color, #b91c1c); padding-left: 10px; }
-/* Compare and its progress share a row; the progress box keeps its place so nothing jumps */
+/* Compare and its progress share a row; the progress box keeps its place so nothing jumps. Gradio's progress
+   overlay puts its timer absolutely at the bottom right, over the bar in a short box and over the text in a narrow
+   one: here the description, the bar and the timer are stacked in the flow instead. */
 #run-row { align-items: center; }
-#run-progress { min-height: 64px; min-width: 220px; }
+#run-progress { min-height: 96px; min-width: 220px; }
+#run-progress .wrap { justify-content: center; padding: 2px 8px; gap: 2px; }
+#run-progress .progress-level-inner { margin: 0 auto 2px auto; text-align: center; white-space: normal;
+  overflow-wrap: anywhere; }
+#run-progress .meta-text, #run-progress .meta-text-center { position: static; transform: none; padding: 0;
+  text-align: center; }
+@media (max-width: 640px) {
+  /* a phone: the progress goes under Compare, full width; Compare and the examples come right after the upload
+     box (before the model list), so the first screen has all three */
+  #run-row { flex-wrap: wrap; }
+  #run-row > * { flex: 1 1 100% !important; min-width: 0 !important; }
+  #run-progress { min-height: 80px; }
+  #run-row { order: -3; }
+  #run-message { order: -2; }
+  #examples { order: -1; }
+  #intro p { font-size: 13px; line-height: 1.35; }
+}
 #examples .gallery { flex-wrap: wrap; }
 
 /* ---- the grid: scaled to the frame, titles stay visible, one card per model on a narrow screen ---- */
@@ -81,10 +100,20 @@ CSS = """
 DARK_JS = "() => document.body.classList.contains('dark') || document.documentElement.classList.contains('dark')"
 
 # The answer arrived: bring the results into view (the settings above them can fill a screen).
+# A refusal (#run-message shown) keeps the page where it is.
 SHOW_RESULTS_JS = """() => { const s = document.querySelector('#results');
+  const m = document.querySelector('#run-message');
+  if (m && m.offsetParent !== null && m.innerText.trim()) return;
   if (s && s.offsetParent !== null) s.scrollIntoView({block: 'start'}); }"""
 
-# Clicking a picture of the grid toggles 1:1 size (the grid is otherwise scaled to the frame).
+# Clicking a picture of the grid toggles 1:1 size (the grid is otherwise scaled to the frame) — only where 1:1 is
+# larger than the fitted size (in a wide frame it would shrink the grid), and the clicked picture stays where it
+# was on screen (the page does not jump).
 GRID_ZOOM_JS = """element.addEventListener('click', (e) => {
-  if (e.target.tagName !== 'IMG') return;
-  const g = element.querySelector('.av-grid'); if (g) g.classList.toggle('actual-size'); });"""
+  const img = e.target; if (img.tagName !== 'IMG') return;
+  const g = element.querySelector('.av-grid'); if (!g) return;
+  const zoomed = g.classList.contains('actual-size');
+  if (!zoomed && img.naturalWidth <= img.clientWidth + 1) return;
+  const before = img.getBoundingClientRect().top;
+  g.classList.toggle('actual-size');
+  window.scrollBy(0, img.getBoundingClientRect().top - before); });"""

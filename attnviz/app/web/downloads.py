@@ -1,11 +1,11 @@
 """Files the page hands out: the grid PNG, raw maps (.npz), the JSON report, converted checkpoints.
 
-Each download lives in its own fresh folder under the writable temp dir; folders older than an hour go.
+Each download lives in its own fresh folder under the writable temp dir; it goes with its tab
+(:func:`attnviz.app.web.sessions.own`), and any folder older than an hour goes anyway.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -15,8 +15,9 @@ import numpy as np
 
 from attnviz.app import pipeline
 from attnviz.app.report import maps_npz_bytes
+from attnviz.app.web.sessions import TMP_PREFIX, TMP_ROOT
 
-DOWNLOAD_ROOT = Path(os.environ.get("ATTNVIZ_TMP", tempfile.gettempdir())) / "attnviz-downloads"
+DOWNLOAD_ROOT = TMP_ROOT / f"{TMP_PREFIX}downloads"
 DOWNLOAD_TTL_S = 3600
 
 

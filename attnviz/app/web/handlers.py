@@ -125,27 +125,49 @@ def _request(image, models, methods, target, layer, opacity, scale, cmap, box, s
                             eigen_smooth=choices.EIGEN_SMOOTH in smoothing, aug_smooth=choices.AUG_SMOOTH in smoothing)
 
 
+COMPARE_OUTPUTS = 16   # what on_compare returns: the result views, the states, and the refusal line last
+
+
+def refused_compare(message: str) -> tuple:
+    """A refused comparison: one line beside Compare, everything else left as it was (the button is enabled
+    again by the event chain, so the next Compare works)."""
+    return (*[gr.skip()] * (COMPARE_OUTPUTS - 1),
+            gr.update(value=f"**Not compared.** {message}", visible=True))
+
+
+def _tab(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
 def on_compare(image, models, methods, target, layer, opacity, scale, cmap, box, dark, session, contrast=None,
-               smoothing=None, progress=gr.Progress()):
-    """Run the comparison; every result view at once, the results area shown."""
-    if image is None:
-        raise user_error("Upload an image (or pick an example) first.")
-    request = _request(image, models, methods, target, layer, opacity, scale, cmap, box, session, contrast,
+               smoothing=None, progress=gr.Progress(), request: gr.Request = None):
+    """Run the comparison; every result view at once, the results area shown. A refusal is a line beside
+    Compare, not an exception: an exception would leave Gradio's error badge on the page."""
+    try:
+        if image is None:
+            raise user_error("Upload an image (or pick an example) first.")
+        run = _request(image, models, methods, target, layer, opacity, scale, cmap, box, session, contrast,
                        smoothing)
-    result = _run(request, progress)
+        return _compare_views(_run(run, progress), opacity, scale, cmap, dark, session, _tab(request))
+    except gr.Error as exc:
+        return refused_compare(exc.message)
+
+
+def _compare_views(result: pipeline.PageResult, opacity, scale, cmap, dark, session, tab: str | None) -> tuple:
     files = downloads.write_downloads(result)
+    uploads.own(tab, Path(files[0]).parent)
     comparison = result.comparison
     grid = views.page_grid(comparison, float(opacity), scale == "shared", cmap, bool(dark))
     named = [(e.display_name, e.model) for e in comparison.explanations]
     first = next((e.model for e in comparison.explanations if e.attention_maps), named[0][1])
     gallery = views.attention_gallery(comparison, first, "stage summaries", float(opacity), cmap, None, bool(dark))
     scores, agreement = views.scores_html(result), views.agreement_html(result)
-    ood = gr.update(visible=bool(result.warnings), value=" ".join(result.warnings) or pipeline.OOD_NOTE)
+    ood = gr.update(visible=bool(result.warnings), value=views.folded_note(" ".join(result.warnings)))
     memory.trim()   # the comparison's temporaries are freed: hand the pages back to the system
     return (gr.update(visible=True), views.status_markdown(result), ood, grid, views.predictions_html(result),
             gr.update(value=scores, visible=bool(scores)), gr.update(value=agreement, visible=bool(agreement)),
             files, comparison, gr.update(choices=named, value=first), gr.update(value="stage summaries"), gallery,
-            None, views.query_view(comparison, first, None), session)
+            None, views.query_view(comparison, first, None), session, gr.update(value="", visible=False))
 
 
 def api_compare(image, models: str = "", methods: str = "gradcam,gradcam++", target: str = "",
@@ -181,7 +203,7 @@ def on_attention_model(comparison, model, scope, opacity, cmap, dark):
             views.attention_gallery(comparison, model, scope, opacity, cmap, None, bool(dark)))
 
 
-def on_display(comparison, opacity, scale, cmap, dark, model, scope, query, files):
+def on_display(comparison, opacity, scale, cmap, dark, model, scope, query, files, request: gr.Request = None):
     """Opacity, colour scale, colour map: re-draw the stored comparison (no model runs) and its grid PNG."""
     if comparison is None:
         return gr.skip(), gr.skip(), gr.skip()
@@ -191,6 +213,8 @@ def on_display(comparison, opacity, scale, cmap, dark, model, scope, query, file
         grid = views.page_grid(comparison, opacity, shared, cmap, bool(dark))
         light = pipeline.render_grid(comparison, opacity=opacity, shared_scale=shared, cmap=cmap)
         new_files = downloads.replace_grid_png(files, light)
+        if new_files:
+            uploads.own(_tab(request), Path(new_files[0]).parent)
         gallery = views.attention_gallery(comparison, model, scope, opacity, cmap, query, bool(dark))
         return grid, gallery, new_files or gr.skip()
 
@@ -199,8 +223,14 @@ def on_display(comparison, opacity, scale, cmap, dark, model, scope, query, file
 
 # ---- checkpoints ----------------------------------------------------------------------------------
 
+DETAILS = " Details: "   # where a checkpoint mismatch message's key lists start (zoo.checkpoints.mismatch_message)
+
+
 def refused_markdown(exc: AttnvizError | str) -> str:
-    return f"<div class='av-refused'>\n\n**Not loaded.** {exc}\n\n</div>"
+    """The refusal's first sentence on screen; a key-by-key diff folded under it (one click away)."""
+    lead, _, details = str(exc).partition(DETAILS)
+    folded = f"\n\n<details><summary>Key details</summary>\n\n{details}\n\n</details>" if details else ""
+    return f"<div class='av-refused'>\n\n**Not loaded.** {lead}{folded}\n\n</div>"
 
 
 def on_load_checkpoint(file_path, arch, classes_path, selected, session=None, request: gr.Request = None):
@@ -227,7 +257,17 @@ def on_load_checkpoint(file_path, arch, classes_path, selected, session=None, re
     return gr.update(choices=offered, value=value), message, session
 
 
-def on_convert_checkpoint(file_path, arch):
+def on_checkpoint_panel_open():
+    """The architecture list, when someone opens the checkpoint panel (listing it imports every network)."""
+    return gr.update(choices=choices.architectures())
+
+
+def on_file_arrived(file_path) -> None:
+    """Nothing to do: the request itself records the uploaded file as this tab's (sessions.attach)."""
+    return None
+
+
+def on_convert_checkpoint(file_path, arch, request: gr.Request = None):
     """The uploaded checkpoint, strictly loaded into ``arch``, written back as .safetensors."""
     from attnviz.zoo.checkpoints import load_into
     from attnviz.zoo.files import checkpoint_suffix, read_checkpoint, save_safetensors
@@ -237,13 +277,17 @@ def on_convert_checkpoint(file_path, arch):
     model = guard(lambda: load_into(arch, read_checkpoint(file_path), allow_python=False))
     name = Path(file_path).name
     stem = name[: -len(checkpoint_suffix(name))] if checkpoint_suffix(name) else Path(name).stem
-    return str(save_safetensors(model, downloads.new_download_folder("ckpt-") / f"{stem}.safetensors"))
+    folder = downloads.new_download_folder("ckpt-")
+    uploads.own(_tab(request), folder)
+    return gr.update(value=str(save_safetensors(model, folder / f"{stem}.safetensors")), visible=True)
 
 
 def release_tab(blocks: gr.Blocks, session_hash: str | None) -> None:
-    """The tab was closed: its checkpoints leave the model cache and the disk, and Gradio's copy of the tab's
-    state (the stored comparison, the pictures) goes now instead of an hour later."""
+    """The tab was closed: its checkpoints leave the model cache and the disk, every file it uploaded or was
+    served is deleted (:data:`sessions.tab_files`), and Gradio's copy of the tab's state (the stored comparison,
+    the pictures) goes now instead of an hour later."""
     uploads.release_session(session_hash)
+    uploads.release_tab_files(session_hash)      # its uploads, pictures and downloads: their URLs answer 403
     holder = getattr(blocks, "state_holder", None)
     if holder is not None and session_hash:
         holder.delete_state(session_hash)        # runs the states' delete callbacks

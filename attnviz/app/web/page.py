@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -53,12 +54,13 @@ def _wire_inputs(ip: widgets.InputPanel, op: widgets.OptionsPanel, states: dict)
 
 def _wire_compare(ip: widgets.InputPanel, op: widgets.OptionsPanel, rp: widgets.ResultsPanel,
                   ap: widgets.AttentionPanel, states: dict) -> None:
-    """Compare: disabled while it runs, progress beside it, the results brought into view when they arrive."""
+    """Compare: disabled while it runs, progress beside it, the results brought into view when they arrive; a
+    refusal is a line under it (handlers.refused_compare) and Compare is enabled again either way."""
     inputs = [ip.image, op.models, op.methods, op.target, op.layer, rp.opacity, rp.scale, rp.cmap, states["box"],
               states["dark"], states["session"], op.contrast, op.smoothing]
     outputs = [rp.box, rp.status, rp.ood_note, rp.grid, rp.predictions, rp.scores, rp.agreement, rp.downloads,
                states["comparison"], ap.model, ap.scope, ap.gallery, states["query"], ap.query_image,
-               states["session"]]
+               states["session"], op.run_message]
     busy = op.run.click(lambda: gr.update(interactive=False), None, op.run, queue=False, api_visibility="private",
                         show_progress="hidden")
     done = busy.then(handlers.on_compare, inputs, outputs, api_name="compare_page", api_visibility="private",
@@ -66,6 +68,9 @@ def _wire_compare(ip: widgets.InputPanel, op: widgets.OptionsPanel, rp: widgets.
                      show_progress_on=[op.run_progress])
     done.then(lambda: gr.update(interactive=True), None, op.run, queue=False, api_visibility="private",
               show_progress="hidden", js=SHOW_RESULTS_JS)
+    # Gradio 6's page runs a .then() only after success; an unexpected fault must not leave Compare disabled
+    done.failure(lambda: gr.update(interactive=True), None, op.run, queue=False, api_visibility="private",
+                 show_progress="hidden")
 
 
 def _wire_results(op: widgets.OptionsPanel, rp: widgets.ResultsPanel, ap: widgets.AttentionPanel,
@@ -87,6 +92,12 @@ def _wire_checkpoints(cp: widgets.CheckpointPanel, op: widgets.OptionsPanel, sta
     cp.load.click(handlers.on_load_checkpoint, [cp.file, cp.arch, cp.classes, op.models, states["session"]],
                   [op.models, cp.status, states["session"]], api_name="load_checkpoint",
                   concurrency_id="compare", concurrency_limit=CONCURRENCY)
+    cp.box.expand(handlers.on_checkpoint_panel_open, None, cp.arch, api_visibility="private",
+                  show_progress="hidden", queue=False)
+    # a checkpoint (or class list) is the tab's from the moment it arrives, even if it is never loaded
+    for upload in (cp.file, cp.classes):
+        upload.upload(handlers.on_file_arrived, upload, None, api_visibility="private", show_progress="hidden",
+                      queue=False)
     cp.convert.click(handlers.on_convert_checkpoint, [cp.file, cp.arch], cp.out, api_visibility="private",
                      concurrency_id="compare", concurrency_limit=CONCURRENCY)
 
@@ -132,6 +143,7 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
         _wire_checkpoints(cp, op, states)
         app.unload(handlers.unloader(app))
         _public_api(selection, states["session"])
+    uploads.attach(app)   # every file a tab uploads or is served goes when the tab goes
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app
 
@@ -166,7 +178,24 @@ def launch(host: str | None = None, port: int | None = None, models: list[str] |
     app = build_app(models)
     app.launch(server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                server_port=port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-               share=share, prevent_thread_lock=prevent_thread_lock, max_file_size=max_upload_bytes(),
+               share=share, prevent_thread_lock=True, max_file_size=max_upload_bytes(),
                theme=theme(), css=CSS, footer_links=["api"], show_error=True, ssr_mode=False, quiet=False,
                state_session_capacity=SESSION_CAPACITY)
+    threading.Thread(target=_warm_up, args=(models or default_models(),), name="attnviz-warm-up", daemon=True).start()
+    if not prevent_thread_lock:
+        app.block_thread()
     return app
+
+
+def _warm_up(names: list[str]) -> None:
+    """After the page answers: import the engine and load the selected models, so the first Compare does not wait
+    for them (the page's first answer did not)."""
+    try:
+        from attnviz import api  # noqa: F401
+        from attnviz.app.pipeline import compare  # noqa: F401
+        from attnviz.zoo import registry as zoo
+
+        for name in names:
+            zoo.load(name)
+    except Exception:  # noqa: BLE001 - a model that cannot load says so when it is chosen, not here
+        logging.getLogger("attnviz").debug("warm-up stopped", exc_info=True)

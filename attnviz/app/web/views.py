@@ -111,6 +111,10 @@ def _label_html(lines: Sequence[str], name: str) -> str:
     return f"<th scope='row' class='av-label'><b>{html.escape(name)}</b>{rest}</th>"
 
 
+def _tooltip(text: str | None) -> str:
+    return f" title='{html.escape(text, quote=True)}'" if text else ""
+
+
 def grid_html(cells: render.GridCells) -> str:
     """The grid as a table scaled to the frame: sticky column titles, text labels (they follow the page's
     theme), a click on any picture toggles 1:1 size; below ~700 px each model becomes a card."""
@@ -122,17 +126,20 @@ def grid_html(cells: render.GridCells) -> str:
         tds = "".join(
             f"<td><span class='av-cell-title'>{html.escape(t)} · {html.escape(n)}</span>"
             f"<img src='{_data_uri(img)}' width='{img.shape[1]}' height='{img.shape[0]}' "
-            f"alt='{html.escape(row.display_name, quote=True)}: {html.escape(t, quote=True)}'></td>"
-            for (t, n), img in zip(cells.columns, row.cells))
+            f"alt='{html.escape(row.display_name, quote=True)}: {html.escape(t, quote=True)}"
+            f"{html.escape(' — ' + row.empty[c], quote=True) if c in row.empty else ''}'"
+            f"{_tooltip(row.empty.get(c))}></td>"
+            for c, ((t, n), img) in enumerate(zip(cells.columns, row.cells)))
         body.append(f"<tr data-model='{html.escape(row.model, quote=True)}'>{_label_html(row.label, row.display_name)}"
                     f"{tds}</tr>")
-    bar = (f"<img src='{_data_uri(cells.colorbar, '.png')}' alt='shared colour scale' width='64'>"
+    bar = (f"<img src='{_data_uri(cells.colorbar, '.png')}' alt='shared colour scale' width='64' "
+           f"title='{html.escape(' '.join(render.bar_title(cells)), quote=True)}'>"
            if cells.colorbar is not None else "")
     legend = "".join(f"<li>{html.escape(line)}</li>" for line in cells.legend)
     return (f"<div class='av-grid'><div class='av-scroll'><table class='av-cells'>{cols}<thead><tr>{head}</tr>"
             f"</thead><tbody>{''.join(body)}</tbody></table></div><div class='av-legend'>{bar}"
-            f"<ul>{legend}<li>Click a picture to see the grid at full size (1:1); click again to fit it to the "
-            "frame. The grid PNG is in the downloads.</li></ul></div></div>")
+            f"<ul>{legend}<li>Where the grid is shrunk to fit the frame, click a picture to see it at full size "
+            "(1:1); click again to fit it. The grid PNG is in the downloads.</li></ul></div></div>")
 
 
 def page_grid(comparison: Comparison, opacity: float, shared: bool, cmap: str, dark: bool) -> str:
@@ -145,10 +152,24 @@ def result_dead_gates(result: pipeline.PageResult, model: str) -> list[dict]:
     return next((m["dead_gates"] for m in result.report["models"] if m["model"] == model), [])
 
 
+def folded_note(text: str) -> str:
+    """A long note as its first sentence, the rest one click away (on a phone the whole note filled the first
+    screen of results)."""
+    lead, sep, rest = text.partition(". ")
+    if not rest:
+        return text
+    return f"{lead}.\n\n<details><summary>Why, and what to use instead</summary>\n\n{rest}\n\n</details>"
+
+
+def plural(n: int, noun: str) -> str:
+    """ "1 model", "2 models"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def status_markdown(result: pipeline.PageResult) -> str:
     c = result.comparison
     times = ", ".join(f"{e.display_name} {e.timings.get('total', 0):.0f} ms" for e in c.explanations)
-    lines = [f"**{len(c.explanations)} models** in {c.timings.get('total', 0) / 1000:.1f} s ({times})."]
+    lines = [f"**{plural(len(c.explanations), 'model')}** in {c.timings.get('total', 0) / 1000:.1f} s ({times})."]
     if result.mask_source:
         lines.append(f"Localisation scored against the **{result.mask_source}** (green contour in the input column).")
     lines.extend(f"Note: {n}" for n in result.notes)

@@ -35,6 +35,7 @@ class OptionsPanel:
     model_limit: gr.Markdown
     run: gr.Button
     run_progress: gr.Markdown
+    run_message: gr.Markdown
     methods: gr.CheckboxGroup
     target: gr.Dropdown
     contrast: gr.Dropdown
@@ -44,6 +45,7 @@ class OptionsPanel:
 
 @dataclass
 class CheckpointPanel:
+    box: gr.Accordion
     file: gr.File
     arch: gr.Dropdown
     classes: gr.File
@@ -104,14 +106,16 @@ def options_panel(model_list: list[tuple[str, str]], selection: list[str], image
     with gr.Row(elem_id="run-row"):
         run = gr.Button("Compare", variant="primary", elem_id="compare-button", scale=1, min_width=140)
         run_progress = gr.Markdown("", elem_id="run-progress")
+    run_message = gr.Markdown("", visible=False, elem_id="run-message")   # why the last Compare was refused
     examples_panel(image)
     methods = gr.CheckboxGroup(choices.method_choices(), value=list(DEFAULT_METHODS), label="CAM methods",
                                elem_id="cam-methods", info=choices.method_info())
     with gr.Row():
+        # min_width: on a phone the two boxes stack instead of cutting their values short
         target = gr.Dropdown(choices.target_choices(), value=choices.TOP1, label="Target class",
-                             allow_custom_value=True, elem_id="target")
+                             allow_custom_value=True, elem_id="target", min_width=280)
         contrast = gr.Dropdown(choices.contrast_choices(), value=choices.NO_CONTRAST, label="compared with",
-                               allow_custom_value=True, elem_id="contrast",
+                               allow_custom_value=True, elem_id="contrast", min_width=280,
                                info="Target versus this class: the maps explain logit target - logit this class "
                                     "(Finer-CAM uses it as its comparison).")
     layer = gr.Dropdown(choices.layer_choices(selection), value=[choices.DEFAULT_LAYER], multiselect=True,
@@ -122,7 +126,7 @@ def options_panel(model_list: list[tuple[str, str]], selection: list[str], image
                                  elem_id="smoothing",
                                  info="pytorch-grad-cam's eigen_smooth (first principal component) and aug_smooth "
                                       "(mean over 6 flipped / brightness-scaled copies, run as one batch).")
-    return OptionsPanel(models, model_limit, run, run_progress, methods, target, contrast, layer, smoothing)
+    return OptionsPanel(models, model_limit, run, run_progress, run_message, methods, target, contrast, layer, smoothing)
 
 
 def not_downloaded_panel() -> None:
@@ -133,11 +137,13 @@ def not_downloaded_panel() -> None:
 
 
 def checkpoint_panel() -> CheckpointPanel:
-    with gr.Accordion("Your own checkpoint", open=False, elem_id="checkpoint-box"):
+    with gr.Accordion("Your own checkpoint", open=False, elem_id="checkpoint-box") as box:
         file = gr.File(label=f"Checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}; pickles are read with "
                              "weights_only=True)", file_types=list(CHECKPOINT_SUFFIXES), type="filepath",
                        elem_id="checkpoint-file")
-        arch = gr.Dropdown(choices.architectures(), value="resnet50", label="Architecture",
+        # the list is filled when the panel opens (page.py): building it imports every network, which the
+        # page's first answer does not need
+        arch = gr.Dropdown([], value="resnet50", label="Architecture",
                            info="Official layouts: triplet_resnet50, cbam_resnet50, se_resnet50, eca_resnet50, "
                                 "ca_mobilenet_v2, triplet_mobilenet_v2, ...; or type any timm model as "
                                 "timm:<name>, e.g. timm:vit_small_patch16_224",
@@ -148,8 +154,8 @@ def checkpoint_panel() -> CheckpointPanel:
             load = gr.Button("Load checkpoint", elem_id="checkpoint-load")
             convert = gr.Button("Convert to .safetensors", elem_id="checkpoint-convert")
         status = gr.Markdown(elem_id="checkpoint-status")
-        out = gr.File(label="Converted checkpoint", interactive=False, elem_id="checkpoint-out")
-    return CheckpointPanel(file, arch, classes, load, convert, status, out)
+        out = gr.File(label="Converted checkpoint", interactive=False, visible=False, elem_id="checkpoint-out")
+    return CheckpointPanel(box, file, arch, classes, load, convert, status, out)
 
 
 def results_panel(grid_js: str) -> tuple[ResultsPanel, AttentionPanel]:

@@ -168,7 +168,8 @@ def stage_summaries(maps: list[AttentionMap]) -> list[AttentionMap]:
         if spatial and len(shapes) == 1:
             out.append(AttentionMap(stage, stage, kind, "spatial (stage mean)", "spatial",
                                     np.mean(np.stack(spatial), axis=0).astype(np.float32), ("H", "W"),
-                                    f"mean of {len(spatial)} block maps"))
+                                    f"mean of {len(spatial)} block maps" if len(spatial) > 1
+                                    else "one block's map"))
         channel = [m.data for m in group if m.layout == "channel"]
         if channel and len({c.shape for c in channel}) == 1:
             out.append(AttentionMap(stage, stage, kind, "channel (stage mean)", "channel",
