@@ -14,6 +14,8 @@ Sentences in results.md that state a finding are generated from these numbers an
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -78,9 +80,37 @@ def read_sanity_flags(path: Path) -> dict[tuple[str, str], float] | None:
     return None if sanity is None else sanity[0]
 
 
+def per_image_csv(result: dict) -> str:
+    """One row per image, model and map: whether the model was right, every metric, and the map's agreement
+    with the reference model's map of the same method (empty where there is none) — results.json's per-image
+    values, flat, for a spreadsheet."""
+    rows = result["models"] + result.get("replicates", [])
+    metrics = list(dict.fromkeys(k for r in rows for v in r["per_image"]["values"].values() for k in v))
+    agreement = list(dict.fromkeys(k for r in rows for v in r["per_image"].get("agreement", {}).values() for k in v))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "model", "map", "correct"] + metrics + [f"agreement_{k}" for k in agreement])
+    for row in rows:
+        per = row["per_image"]
+        for m, values in per["values"].items():
+            agree = per.get("agreement", {}).get(m, {})
+            for j, image in enumerate(result["ids"]):
+                cells = [values.get(k, [None] * len(result["ids"]))[j] for k in metrics]
+                agreed = [agree.get(k, [None] * len(result["ids"]))[j] for k in agreement]
+                if all(c is None for c in cells):
+                    continue
+                writer.writerow([image, row["model"], m, per["correct"][j]]
+                                + ["" if c is None else c for c in cells + agreed])
+    return buffer.getvalue()
+
+
+OUTPUT_FILES = ("results.json", "results.md", "results.png", "per_image.csv")   # what write_outputs writes
+
+
 def write_outputs(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(dumps(result) + "\n")
+    (out / "per_image.csv").write_text(per_image_csv(result))
     flags, checked = read_sanity(out / "sanity.json") or (None, set())
     (out / "results.md").write_text(results_markdown(result, flags, checked))
     plot_results(result, out / "results.png")

@@ -13,7 +13,7 @@ every ``world``-th image on its own device and rank 0 gathers the per-image numb
 the numbers do not depend on the number of processes. An image that cannot be read is reported and skipped.
 
 Files: ``results.json`` (settings, every per-image value rounded to 1e-6 and all statistics computed from
-those stored values, so they can be recomputed), ``results.md`` and ``results.png``
+those stored values, so they can be recomputed), ``results.md``, ``results.png`` and ``per_image.csv``
 (:mod:`attnviz.evaluation.report`). Training-seed replicates (zoo source "replicate") are kept in a separate
 "replicates" list of the same file.
 """

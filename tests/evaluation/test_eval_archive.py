@@ -2,6 +2,7 @@
 and stops with the chunks every model finished — the hooks the page's Data set tab uses."""
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import zipfile
@@ -52,6 +53,12 @@ def test_a_zip_scores_exactly_like_its_folder_and_reports_what_it_skipped(tmp_pa
     skipped = {s["image"]: s["reason"] for s in zipped["skipped"]}
     assert "'..'" in skipped["../escape.png"] and "unsupported file type" in skipped["export/circle/readme.txt"]
     assert not (tmp_path / "escape.png").exists()
+    rows = list(csv.DictReader((tmp_path / "b" / "per_image.csv").open()))
+    assert len(rows) == 2 * 6 and {r["model"] for r in rows} == {"baseline", "se"}
+    se = [r for r in rows if r["model"] == "se"]
+    assert [float(r["iou"]) for r in se] == pytest.approx(zipped["models"][1]["per_image"]["values"]["gradcam"]["iou"])
+    assert all(r["agreement_spearman"] for r in se) and not any(
+        r["agreement_spearman"] for r in rows if r["model"] == "baseline")
 
 
 def test_cli_eval_takes_a_zip_and_refuses_a_bad_one_in_one_line(tmp_path, capsys):
