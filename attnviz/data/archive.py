@@ -165,7 +165,7 @@ class _Bomb(Exception):
     pass
 
 
-def _data_root(dest: Path) -> Path:
+def data_root(dest: Path) -> Path:
     """``dest``, or its single top folder when that holds only folders (a zipped ``export/`` folder)."""
     entries = list(dest.iterdir())
     if len(entries) == 1 and entries[0].is_dir():
@@ -224,7 +224,7 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike,
         why = f" ({len(skipped)} members skipped, e.g. {skipped[0].path}: {skipped[0].reason})" if skipped else ""
         raise DatasetError(f"{archive.name}: no image to use{why}; the layout is <class>/<image> with "
                            f"<stem>{MASK_SUFFIX} or <stem>.xml beside each image.")
-    return Extracted(_data_root(dest), files, total, tuple(skipped))
+    return Extracted(data_root(dest), files, total, tuple(skipped))
 
 
 def _empty(folder: Path) -> None:

@@ -22,13 +22,12 @@ from __future__ import annotations
 import json
 import platform
 import sys
-import tempfile
 import time
 import zlib
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -39,10 +38,11 @@ from attnviz.core.engine import DEFAULT_BATCH_SIZE
 from attnviz.core.methods import CLASSIC_METHODS, check_methods
 from attnviz.core.specs import ModelSpec
 from attnviz.data import synth
-from attnviz.data.archive import ARCHIVE_SUFFIX, extract_archive
-from attnviz.data.scenes import EVAL_SEED, cached_scenes
+from attnviz.data.scenes import EVAL_SEED
 from attnviz.errors import AttnvizError
+from attnviz.evaluation.hooks import EvalHooks, EvalProgress, Watch
 from attnviz.evaluation.scoring import REGION, ROAD_MAPS, ScoringCount, region_mask, score_chunk  # noqa: F401 (re-exported)
+from attnviz.evaluation.sources import FolderImages, SceneImages, open_images  # noqa: F401 (re-exported)
 from attnviz.zoo import registry as zoo
 
 DEFAULT_METHODS = tuple(CLASSIC_METHODS)
@@ -52,68 +52,6 @@ METRIC_KEYS = ("pointing_game", "energy_pointing_game", "iou", "deletion_auc", "
 SETTINGS = ("seed", "n", "road_scenes", "methods", "synth_version", "data", "localisation_only")
 REFERENCE = "baseline"   # agreement and paired differences are taken against this model when it can be used
 DIGITS = 6               # per-image values are stored (and summarised) rounded to this many decimals
-
-
-# ---- the images ---------------------------------------------------------------------------------------
-
-class SceneImages:
-    """Benchmark scenes: image ``i`` is scene ``i`` of the data seed, with its exact object mask."""
-
-    def __init__(self, n: int, seed: int, progress: bool) -> None:
-        self.scenes = cached_scenes(n, seed, synth.IMAGE_SIZE, progress=progress)
-        self.ids: list = list(range(n))
-        self.listing_skipped: list[dict] = []
-
-    def check(self, spec) -> None:
-        if tuple(spec.class_names) != tuple(synth.CLASS_NAMES):
-            raise AttnvizError(f"{spec.name} was not trained on the benchmark's classes; score it on your own "
-                               "images with --data DIR (DIR/<class>/<image> with masks or VOC boxes).")
-
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        return self.scenes.images[i], self.scenes.masks[i]
-
-    def label(self, i: int, spec) -> tuple[int | None, str]:
-        return int(self.scenes.labels[i]), ""
-
-    def object_area(self, indices: Sequence[int] | None = None) -> float | None:
-        masks = self.scenes.masks if indices is None else self.scenes.masks[list(indices)]
-        return float(masks.mean()) if len(masks) else None
-
-
-class FolderImages:
-    """A dataset folder (:func:`attnviz.data.datasets.read_dataset`): labels are matched per model's class names."""
-
-    def __init__(self, root: Path, specs: Sequence, limit: int | None) -> None:
-        from attnviz.data.datasets import read_dataset
-
-        self.root = Path(root)
-        listings = {}
-        for spec in specs:
-            names = tuple(spec.class_names)
-            if names not in listings:
-                listings[names] = read_dataset(self.root, names)
-        first = next(iter(listings.values()))
-        self.items = list(first.items)[:limit] if limit else list(first.items)
-        self.labels = {names: {item.path: (item.label, item.label_reason) for item in ds.items}
-                       for names, ds in listings.items()}
-        self.ids = [item.path.relative_to(self.root).as_posix() for item in self.items]
-        self.listing_skipped = [{"image": str(s.path.relative_to(self.root)) if s.path.is_relative_to(self.root)
-                                 else str(s.path), "reason": s.reason} for s in first.skipped]
-        if not self.items:
-            raise AttnvizError(f"{self.root} holds no usable image (see the skipped files); the layout is "
-                               "DIR/<class>/<image> with <stem>_mask.png or <stem>.xml beside each image.")
-
-    def check(self, spec) -> None:
-        return None
-
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        return self.items[i].load()
-
-    def label(self, i: int, spec) -> tuple[int | None, str]:
-        return self.labels[tuple(spec.class_names)].get(self.items[i].path, (None, "not listed"))
-
-    def object_area(self, indices: Sequence[int] | None = None) -> float | None:
-        return None
 
 
 # ---- scoring a shard of the images ---------------------------------------------------------------------
@@ -136,32 +74,6 @@ class _Plan:
     road_scenes: int
     batch_size: int
     faithfulness: bool
-
-
-@dataclass(frozen=True)
-class EvalProgress:
-    """Where a run stands, for a caller watching it (the page's Data set tab): ``images_done`` of
-    ``images_total`` images have every model's numbers; ``step`` of ``steps`` model passes are done."""
-
-    images_done: int
-    images_total: int
-    step: int
-    steps: int
-    model: str
-    seconds: float
-    partial: Callable[[], dict]       # results.json of the finished images so far (statistics included)
-
-
-@dataclass
-class EvalHooks:
-    """How a caller watches and stops a single-process run: ``on_progress`` after every model's pass over a
-    chunk, ``should_stop`` before every pass. A stopped run keeps the chunks every model finished."""
-
-    on_progress: Callable[[EvalProgress], None] | None = None
-    should_stop: Callable[[], bool] | None = None
-
-    def stopping(self) -> bool:
-        return bool(self.should_stop and self.should_stop())
 
 
 def _reference_maps(loaded: zoo.LoadedModel, images: list[np.ndarray], labels: list[int], methods, batch_size: int,
@@ -210,8 +122,6 @@ def _decode_chunk(images, chunk: list[int], records: dict) -> dict[int, tuple[np
     return decoded
 
 
-# (model passes done, model, indices every model finished, the records, the counts) -> stop now?
-Watch = Callable[[int, str, list[int], dict, dict], bool]
 
 
 def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = False, watch: Watch | None = None,
@@ -328,28 +238,11 @@ def _reference_model(chosen: list[zoo.LoadedModel], images, device) -> zoo.Loade
     return next((m for m in chosen if m.spec.attention == "none"), None)
 
 
-def _open_images(data: Path | None, n: int | None, seed: int, loaded: list, progress: bool, stack: ExitStack):
-    """The images to score: benchmark scenes, a dataset folder, or a .zip unpacked into a temporary folder
-    that lives as long as ``stack`` (then the same folder path reads it)."""
-    if data is None:
-        n = 200 if n is None else n
-        if n < 1:
-            raise AttnvizError("--n must be at least 1.")
-        return SceneImages(n, seed, progress)
-    if data.suffix.lower() == ARCHIVE_SUFFIX and data.is_file():
-        where = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="attnviz-data-")))
-        unpacked = extract_archive(data, where / "data")
-        images = FolderImages(unpacked.root, [m.spec for m in loaded], n)
-        images.listing_skipped[:0] = [{"image": s.path.as_posix(), "reason": s.reason} for s in unpacked.skipped]
-        return images
-    return FolderImages(data, [m.spec for m in loaded], n)
-
-
 def run_eval(models: Sequence[str | ModelSpec] | None = None, n: int | None = None, seed: int | None = None,
              out: Path = Path("attnviz-eval"), progress: bool = True, methods: Sequence[str] | None = None,
              road_scenes: int = ROAD_SCENES, update: bool = False, *, data: str | Path | None = None,
              batch_size: int = DEFAULT_BATCH_SIZE, device: str | None = None, faithfulness: bool = True,
-             command: str | None = None, hooks: EvalHooks | None = None) -> dict:
+             command: str | None = None, hooks: EvalHooks | None = None, unpack_to: Path | None = None) -> dict:
     """Evaluate ``models`` (default: the bundled zoo) and write results.{md,json,png} into ``out``.
 
     ``n``: benchmark scenes (default 200); with ``data`` at most that many images of the folder (default all).
@@ -360,6 +253,7 @@ def run_eval(models: Sequence[str | ModelSpec] | None = None, n: int | None = No
     Under torchrun every rank returns after the gather; only rank 0 writes files and gets the result.
     ``command``: the command line to record in results.md (the CLI passes its own; default: one rebuilt from
     the arguments, ``--models`` included when given). ``hooks``: progress and stop for one process (the page).
+    ``unpack_to``: where a ``.zip`` is unpacked (the page keeps it in the tab's job folder to draw its images).
     """
     from attnviz.evaluation.report import write_outputs
 
@@ -381,7 +275,7 @@ def run_eval(models: Sequence[str | ModelSpec] | None = None, n: int | None = No
         loaded = [zoo.load(name, device) for name in names]
         if world.distributed and not world.is_main:
             distributed.barrier(world)   # rank 0 lists the folder / generates the scenes (and their cache) first
-        images = _open_images(data, n, seed, loaded, progress and world.is_main, stack)
+        images = open_images(data, n, seed, loaded, progress and world.is_main, stack, unpack_to)
         if world.distributed and world.is_main:
             distributed.barrier(world)
         for m in loaded:
