@@ -216,7 +216,7 @@ def api_evaluate(archive, models: str = "", methods: str = "gradcam,gradcam++", 
         if job.error is not None or job.result is None:
             raise gr.Error(job.error or "The job ended without a result.", print_exception=False)
         folder = downloads.new_download_folder("eval-")
-        files = [shutil.copy(f, folder / Path(f).name) for f in _files(job)]
+        files = [str(shutil.copy(f, folder / Path(f).name)) for f in _files(job)]
         return job.result, files
     finally:
         jobs.release_session(key)
