@@ -234,3 +234,16 @@ def test_the_evaluate_endpoint_from_gradio_client(exported):
             bad.write_bytes(b"nope")
             client.predict(handle_file(str(bad)), "baseline", "gradcam", 100, 0, False, api_name="/evaluate")
     assert jobs.running() == 0 and not any(settings.JOB_ROOT.glob("job-*"))
+
+
+def test_an_operator_folder_is_chosen_by_name_only(exported, monkeypatch):
+    folder, _ = exported
+    monkeypatch.setenv("ATTNVIZ_DATASETS", f"scenes={folder};missing=/no/such/folder")
+    assert list(settings.operator_folders()) == ["scenes"] and handlers.SERVER in handlers.sources()
+    updates = list(handlers.on_run(handlers.SERVER, None, None, None, "scenes", ["baseline"], ["gradcam"], False,
+                                   None, request=tab("op")))
+    assert updates[-1][2].startswith("**Done:** 12 images")
+    assert jobs.current("op").result["data"] == str(folder)
+    refused = list(handlers.on_run(handlers.SERVER, None, None, None, str(folder), ["baseline"], ["gradcam"], False,
+                                   None, request=tab("op")))[-1][2]
+    assert "Choose one of the server's data sets" in refused

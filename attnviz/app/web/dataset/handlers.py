@@ -144,8 +144,8 @@ def _session(request: gr.Request | None) -> str:
 def _loaded(job: jobs.DatasetJob, name: str):
     for item in job.request.models:
         if (item.name if isinstance(item, ModelSpec) else item) == name:
-            return zoo.load(item, "cpu")
-    return zoo.load(name, "cpu")
+            return zoo.load(item)          # the default device, as run_eval's
+    return zoo.load(name)
 
 
 def on_disagree(variant: str | None, method: str | None, request: gr.Request = None):
