@@ -85,7 +85,10 @@ def _final(job: jobs.DatasetJob) -> tuple:
         return (_refused(message),) + (gr.skip(),) * 7
     result = job.result
     picks = views.variants(result)
-    return (views.done_markdown(result), views.results_table(result),
+    cap = settings.max_images()
+    notes = [f"Only the first {cap} images of the set were scored (this server's ATTNVIZ_DATASET_MAX_IMAGES)."] \
+        if job.request.data is not None and len(result["ids"]) >= cap else []
+    return (views.done_markdown(result, notes), views.results_table(result),
             str(job.out / "forest.png") if (job.out / "forest.png").is_file() else None,
             views.findings_markdown(result), views.skipped_markdown(result),
             gr.update(choices=picks, value=picks[0][1] if picks else None),
