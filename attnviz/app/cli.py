@@ -413,7 +413,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", type=_csv, default=None, help="CAM methods (default: the five classic one-pass "
                                                               "methods)")
     p.add_argument("--data", default=None, help="score DIR/<class>/<image> files with <stem>_mask.png or VOC "
-                                                "<stem>.xml ground truth instead of the benchmark scenes")
+                                                "<stem>.xml ground truth instead of the benchmark scenes; DIR may "
+                                                "be a .zip of that layout (unpacked safely into a temporary folder)")
     _add_checkpoint_options(p)
     p.add_argument("--n", "--n-images", dest="n", type=int, default=None,
                    help="benchmark scenes (default 200); with --data at most N images (default all). Under torchrun "
