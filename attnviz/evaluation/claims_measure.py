@@ -23,7 +23,7 @@ same measurements as the bundled one:
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -121,22 +121,41 @@ def _decode(gates: dict[str, dict[int, np.ndarray]], labels: dict[int, int], per
     return chance
 
 
-def measure_run(loaded: LoadedModel, images, indices: Sequence[int], batch_size: int, progress: bool = False) -> dict:
-    """The measurements of one network on ``images`` (:class:`attnviz.evaluation.run.SceneImages` or
-    ``FolderImages``) at ``indices``: ``{"values": {key: [per image, None where absent]}, "chance": {key: level},
-    "stages": [stage names, shallow to deep]}``. Unreadable or unlabelled images get None everywhere."""
-    from tqdm import tqdm
-
-    spec = loaded.spec
-    per_image: list[dict] = [{} for _ in indices]
+def collect(n: int, explained: Iterable[tuple[int, Explanation, np.ndarray | None, int]]) -> dict:
+    """One network's measurements from ``(position, explanation, view mask or None, true label)`` for some of
+    ``n`` images: ``{"values": {key: [per image, None where absent]}, "chance": {key: level}, "stages": [stage
+    names, shallow to deep]}``. Only the channel gates are kept until the end (for the class decoding)."""
+    per_image: list[dict] = [{} for _ in range(n)]
     gates: dict[str, dict[int, np.ndarray]] = {}
     labels: dict[int, int] = {}
     stages: list[str] = []
+    for j, e, view, label in explained:
+        per_image[j] = image_measures(e, view)
+        labels[j] = label
+        for s in e.stage_summaries:
+            if s.stage not in stages:
+                stages.append(s.stage)
+            if s.layout == "channel":
+                gates.setdefault(s.stage, {})[j] = s.data
+    chance = _decode(gates, labels, per_image)
+    keys = list(dict.fromkeys(k for d in per_image for k in d))
+    values = {k: [None if d.get(k) is None else round(float(d[k]), DIGITS) for d in per_image] for k in keys}
+    return {"values": values, "chance": chance, "stages": stages}
+
+
+def _explained(loaded: LoadedModel, images, indices: Sequence[int], batch_size: int, progress: bool,
+               ) -> Iterator[tuple[int, Explanation, np.ndarray | None, int]]:
+    """Every readable, labelled image of ``indices`` explained for its true class, chunk by chunk, with its mask
+    in the model's view."""
+    from tqdm import tqdm
+
+    spec = loaded.spec
     methods = _methods(loaded)
     bar = tqdm(total=len(indices), desc=f"claims {spec.name}", unit="image", disable=not progress, file=sys.stderr)
     for start in range(0, len(indices), batch_size):
+        stop = min(start + batch_size, len(indices))
         chunk = []
-        for j in range(start, min(start + batch_size, len(indices))):
+        for j in range(start, stop):
             try:
                 image, mask = images.load(indices[j])
             except AttnvizError as exc:   # eval reported the file already; the claims just lack it
@@ -151,16 +170,12 @@ def measure_run(loaded: LoadedModel, images, indices: Sequence[int], batch_size:
             side = e.image.shape[0]
             view = None if mask is None else mask_for_view(mask, image.shape[:2], side, e.view_resize or side,
                                                            getattr(spec, "interpolation", "bilinear"))
-            per_image[j] = image_measures(e, view)
-            labels[j] = label
-            for s in e.stage_summaries:
-                if s.stage not in stages:
-                    stages.append(s.stage)
-                if s.layout == "channel":
-                    gates.setdefault(s.stage, {})[j] = s.data
-        bar.update(len(range(start, min(start + batch_size, len(indices)))))
+            yield j, e, view, label
+        bar.update(stop - start)
     bar.close()
-    chance = _decode(gates, labels, per_image)
-    keys = list(dict.fromkeys(k for d in per_image for k in d))
-    values = {k: [None if d.get(k) is None else round(float(d[k]), DIGITS) for d in per_image] for k in keys}
-    return {"values": values, "chance": chance, "stages": stages}
+
+
+def measure_run(loaded: LoadedModel, images, indices: Sequence[int], batch_size: int, progress: bool = False) -> dict:
+    """The measurements of one network (:func:`collect`) on ``images`` (:class:`attnviz.evaluation.run.SceneImages`
+    or ``FolderImages``) at ``indices``; unreadable or unlabelled images get None everywhere."""
+    return collect(len(indices), _explained(loaded, images, indices, batch_size, progress))
