@@ -1,10 +1,10 @@
 """claims.md: every line generated from claims.json alone, so the page can be rebuilt (and checked) from the JSON."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from attnviz.evaluation.claims import FAILS, HOLDS, INCONCLUSIVE, NOT_TESTED
+from attnviz.evaluation.report import dumps
 from attnviz.evaluation.results_markdown import fmt_ci
 
 VERDICT_MARK = {HOLDS: "**holds**", FAILS: "**does not hold**", INCONCLUSIVE: "inconclusive", NOT_TESTED: "not tested"}
@@ -27,7 +27,8 @@ def _seeds(row: dict) -> str:
     values = ", ".join(f"seed {k}: {v:+.3f}" for k, v in s["per_seed"].items())
     if s["runs"] < 2:
         return f"1 run ({values})" if values else "–"
-    return f"{'same sign' if s['same_sign'] else 'sign varies'} in {s['runs']} seeds ({values})"
+    agreement = f"same sign in {s['runs']}/{s['runs']} seeds" if s["same_sign"] else f"sign varies over {s['runs']} seeds"
+    return f"{agreement} ({values})"
 
 
 def _compared(row: dict) -> str:
@@ -94,5 +95,5 @@ def claims_markdown(doc: dict) -> str:
 
 def write_claims(doc: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "claims.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (out / "claims.json").write_text(dumps(doc) + "\n")
     (out / "claims.md").write_text(claims_markdown(doc))
