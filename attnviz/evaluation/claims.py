@@ -159,6 +159,7 @@ def _other_recipe(row: dict) -> str:
 _CBAM = "Woo et al., CBAM (ECCV 2018), §4.3 Grad-CAM figure; a widely read CBAM tutorial says the same"
 _TRIPLET = "Misra et al., Rotate to Attend: Triplet Attention (WACV 2021), GradCAM / GradCAM++ figure"
 _CA = "Hou et al., Coordinate Attention (CVPR 2021), §3 and the visualisation section"
+_NONLOCAL = "Wang et al., Non-local Neural Networks (CVPR 2018), attention figure; self-attention tutorials"
 _TIGHT = ("Grad-CAM energy pointing game (share of the map's mass on the object), {subject} − {comparator}, "
           "paired over images")
 _BETTER = "Grad-CAM IoU of the half-max region with the object, {subject} − {comparator}, paired over images"
@@ -202,14 +203,20 @@ CLAIMS: tuple[Claim, ...] = (
           "first BAM ({stage_first}), paired over images", Within("stage_epg:last", "stage_epg:first"), ("bam",),
           reference_label="first BAM's EPG"),
     *(Claim(f"6{letter}", 6, f"The attention of a query point on the object gathers on the same object, not on "
-            f"the background ({name}).", "Wang et al., Non-local Neural Networks (CVPR 2018), attention figure; "
-            "self-attention tutorials",
+            f"the background ({name}).", _NONLOCAL,
             "share of the attention weights of query cells on the object that falls on object key cells (mean "
             "over blocks, heads averaged) minus the object's share of the key cells (uniform attention), per image "
             "whose object fills at least one query and one key cell",
             Within("query_mass", "query_share"), (kind,), reference_label="uniform attention")
       for letter, kind, name in (("a", "nonlocal", "Non-local"), ("b", "mhsa", "self-attention"),
                                  ("c", "danet", "DANet position attention"))),
+    *(Claim(f"6{letter}", 6, f"The attention of a query point on the object gathers on the same object: it "
+            f"depends on the query being on the object ({name}).", _NONLOCAL,
+            "share of the attention weights on object key cells, query cells on the object − query cells off it "
+            "(attention that ignores its query, as GCNet found for non-local blocks, scores 0), per image",
+            Within("query_mass", "query_mass_background"), (kind,), reference_label="queries off the object")
+      for letter, kind, name in (("d", "nonlocal", "Non-local"), ("e", "mhsa", "self-attention"),
+                                 ("f", "danet", "DANet position attention"))),
     Claim("7", 7, "A vision transformer's attention rollout highlights the object.",
           "Abnar & Zuidema, Quantifying Attention Flow in Transformers (ACL 2020); Dosovitskiy et al., ViT "
           "(ICLR 2021), attention figure",

@@ -14,8 +14,8 @@ same measurements as the bundled one:
 * ``stage_epg:<stage>`` — energy pointing game of each stage's mean spatial attention map, scaled to [0, 1];
 * ``class_decoding:<stage>`` — whether each stage's mean channel gates decode the image's class (leave-one-out
   nearest class centroid over all measured images; chance 1 / classes);
-* ``query_mass`` / ``query_share`` — attention of query cells on the object that lands on the object, mean
-  over blocks, and the object's share of the key cells;
+* ``query_mass`` / ``query_mass_background`` / ``query_share`` — attention of query cells on (off) the object
+  that lands on the object, mean over blocks, and the object's share of the key cells;
 * ``rollout_epg`` — energy pointing game of attention rollout;
 * ``window_magnification`` / ``window_scale`` / ``window_coverage`` / ``window_iou`` — a spatial transformer's
   sampled window (:func:`attnviz.metrics.objects.window_on_object`).
@@ -70,9 +70,13 @@ def _profiles(e: Explanation, view: np.ndarray) -> dict[str, float]:
 
 def _queries(e: Explanation, view: np.ndarray) -> dict[str, float]:
     found = [q for aff in _block_affinities(e) if (q := objects.query_mass_on_object(aff, view)) is not None]
-    if not found:
-        return {}
-    return {"query_mass": float(np.mean([f[0] for f in found])), "query_share": float(np.mean([f[1] for f in found]))}
+    out = {}
+    for key, field in (("query_mass", "object_queries"), ("query_mass_background", "background_queries"),
+                       ("query_share", "key_share")):
+        values = [f[field] for f in found if f[field] is not None]
+        if values and len(values) == len(found):
+            out[key] = float(np.mean(values))
+    return out
 
 
 def _window(e: Explanation, view: np.ndarray) -> dict[str, float]:

@@ -8,8 +8,8 @@ that knows nothing about the object would score":
 * :func:`coverage_at_object_area` — share of the object inside the map's top region of the object's own size;
 * :func:`profile_peak_hit` — does a 1-D gate profile (Coordinate Attention's height or width gate) peak on one of
   the object's rows / columns, and how often would a random row or column;
-* :func:`query_mass_on_object` — for query positions on the object, the share of their attention weights that
-  lands on the object, and the object's share of the key positions (uniform attention's mass);
+* :func:`query_mass_on_object` — for query positions on the object (and off it), the share of their attention
+  weights that lands on the object, and the object's share of the key positions (uniform attention's mass);
 * :func:`window_on_object` — a spatial transformer's sampled window against the object (scale, coverage, IoU);
 * :func:`class_decoding_hits` — how class-specific a set of feature vectors is: leave-one-out nearest class
   centroid, per image, with chance 1 / classes.
@@ -66,22 +66,26 @@ def profile_peak_hit(profile: np.ndarray, mask: np.ndarray, axis: int) -> tuple[
     return float(lines[int(np.argmax(profile))]), chance
 
 
-def query_mass_on_object(affinity: np.ndarray, mask: np.ndarray) -> tuple[float, float] | None:
-    """``(mass, share)`` for an (Hq, Wq, Hk, Wk) affinity: the mean over query cells on the object of the share of
-    their weights on object key cells, and the share of key cells that are object (what uniform attention puts
-    there). None when no query cell or no key cell is object, or every key cell is."""
+def query_mass_on_object(affinity: np.ndarray, mask: np.ndarray) -> dict[str, float] | None:
+    """Where the attention of an (Hq, Wq, Hk, Wk) affinity lands relative to the object: ``object_queries``, the
+    mean over query cells on the object of the share of their weights on object key cells; ``background_queries``,
+    the same for query cells off the object (None when every query cell is object); ``key_share``, the share of
+    key cells that are object (what uniform attention puts there). None when no query cell or no key cell is
+    object, or every key cell is. Attention that ignores its query gives both query groups the same mass."""
     hq, wq, hk, wk = affinity.shape
-    queries = cell_shares(mask, (hq, wq)) >= OBJECT_CELL
-    keys = cell_shares(mask, (hk, wk)) >= OBJECT_CELL
+    queries = (cell_shares(mask, (hq, wq)) >= OBJECT_CELL).ravel()
+    keys = (cell_shares(mask, (hk, wk)) >= OBJECT_CELL).ravel()
     if not queries.any() or not keys.any() or keys.all():
         return None
-    weights = np.maximum(np.asarray(affinity, np.float64)[queries], 0).reshape(-1, hk * wk)
+    weights = np.maximum(np.asarray(affinity, np.float64), 0).reshape(hq * wq, hk * wk)
     totals = weights.sum(axis=1)
-    weights, totals = weights[totals > 0], totals[totals > 0]
-    if not len(totals):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        on_object = weights[:, keys].sum(axis=1) / totals
+    fg, bg = on_object[queries & (totals > 0)], on_object[~queries & (totals > 0)]
+    if not len(fg):
         return None
-    mass = (weights[:, keys.ravel()].sum(axis=1) / totals).mean()
-    return float(mass), float(keys.mean())
+    return {"object_queries": float(fg.mean()), "background_queries": float(bg.mean()) if len(bg) else None,
+            "key_share": float(keys.mean())}
 
 
 def window_on_object(region: np.ndarray, mask: np.ndarray) -> dict[str, float] | None:

@@ -190,6 +190,31 @@ def test_6_query_attention_gathers_on_the_object(claim_id, kind, on_object):
     assert row["verdict"] == (C.HOLDS if on_object else C.FAILS)
 
 
+def _query_specific(i: int, specific: bool) -> AttentionMap:
+    """Queries on the object attend to the object and the others to the background (specific), or the reverse."""
+    cells = _object(i)[::4, ::4]
+    aff = np.zeros((8, 8, 8, 8), np.float32)
+    for y in range(8):
+        for x in range(8):
+            target = cells if cells[y, x] == specific else ~cells
+            aff[y, x] = target / target.sum()
+    return AttentionMap("nl2", "layer2", "nonlocal", "affinity", "affinity", aff)
+
+
+@pytest.mark.parametrize("claim_id, kind", [("6d", "nonlocal"), ("6e", "mhsa"), ("6f", "danet")])
+@pytest.mark.parametrize("specific", [True, False])
+def test_6_query_specific_attention(claim_id, kind, specific):
+    runs = [_run(kind, kind, [_explanation(i, maps=[_query_specific(i, specific)]) for i in range(N)])]
+    assert _only(claim_id, runs)["verdict"] == (C.HOLDS if specific else C.FAILS)
+
+
+def test_6_attention_that_ignores_the_query_gathers_but_is_not_query_specific():
+    runs = [_run("nonlocal", "nonlocal", [_explanation(i, maps=[_affinity(i, True)]) for i in range(N)])]
+    assert _only("6a", runs)["verdict"] == C.HOLDS
+    row = _only("6d", runs)
+    assert row["value"]["mean"] == 0.0 and row["verdict"] == C.INCONCLUSIVE
+
+
 @pytest.mark.parametrize("on_object", [True, False])
 def test_7_rollout_highlights_the_object(on_object):
     es = [_explanation(i, cams={"rollout": _object(i) if on_object else ~_object(i)}) for i in range(N)]

@@ -64,10 +64,21 @@ def _affinity(q_on_object_to_object: bool) -> np.ndarray:
 
 def test_query_mass_on_object_for_attention_on_the_object_and_beside_it():
     m = _mask((32, 32), (0, 16), (0, 16))
-    assert objects.query_mass_on_object(_affinity(True), m) == (1.0, 0.25)
-    assert objects.query_mass_on_object(_affinity(False), m) == (0.0, 0.25)
-    uniform = np.full((4, 4, 4, 4), 1 / 16)
-    assert objects.query_mass_on_object(uniform, m) == pytest.approx((0.25, 0.25))
+    assert objects.query_mass_on_object(_affinity(True), m) == \
+        {"object_queries": 1.0, "background_queries": 1.0, "key_share": 0.25}
+    assert objects.query_mass_on_object(_affinity(False), m)["object_queries"] == 0.0
+    uniform = objects.query_mass_on_object(np.full((4, 4, 4, 4), 1 / 16), m)
+    assert uniform["object_queries"] == pytest.approx(0.25) == uniform["background_queries"]
+
+
+def test_query_mass_tells_query_specific_attention_from_attention_that_ignores_the_query():
+    m = _mask((32, 32), (0, 16), (0, 16))
+    own = np.zeros((4, 4, 4, 4))
+    for y in range(4):
+        for x in range(4):
+            own[y, x, y, x] = 1.0       # every query attends to itself
+    found = objects.query_mass_on_object(own, m)
+    assert found["object_queries"] == 1.0 and found["background_queries"] == 0.0
 
 
 def test_query_mass_needs_an_object_cell_among_queries_and_keys():
