@@ -227,7 +227,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from attnviz.evaluation.claims_run import run_claims
+    from attnviz.evaluation.claims import run_claims
 
     chosen = chosen_models(args)
     if chosen and args.data is None and args.results is None:

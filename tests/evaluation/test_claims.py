@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnviz.evaluation import claims as C
-from attnviz.evaluation.claims_markdown import claims_markdown
-from attnviz.evaluation.claims_measure import collect
+from attnviz.evaluation.claims import catalogue as C
+from attnviz.evaluation.claims.markdown import claims_markdown
+from attnviz.evaluation.claims.measure import collect
 from attnviz.results import AttentionMap, CamMap, Explanation, Prediction
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import pytest
 from attnviz.app import cli
 from attnviz.data.export import export_scenes
 from attnviz.evaluation.claims import NOT_TESTED
-from attnviz.evaluation.claims_markdown import claims_markdown
+from attnviz.evaluation.claims.markdown import claims_markdown
 
 N = 6
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnviz.evaluation.claims import FAILS, HOLDS, INCONCLUSIVE, NOT_TESTED
+from attnviz.evaluation.claims.catalogue import FAILS, HOLDS, INCONCLUSIVE, NOT_TESTED
 from attnviz.evaluation.report import dumps
 from attnviz.evaluation.results_markdown import fmt_ci
 

@@ -2,13 +2,13 @@
 
 The numbers come from two places, on the same images: a ``results.json`` of ``attnviz eval`` (accuracy,
 Grad-CAM localisation) and one recorded measurement pass per trained network
-(:mod:`attnviz.evaluation.claims_measure`). ``results`` names the file; without it ``OUT/results.json`` is
+(:mod:`attnviz.evaluation.claims.measure`). ``results`` names the file; without it ``OUT/results.json`` is
 used when it exists (it must hold the models asked for), else ``attnviz eval`` runs first (localisation only: the
 claims use no deletion / insertion / ROAD) and writes it there. Training-seed replicates of the chosen models
 (``<name>_seed<S>``) join when results.json has them, so each row can say whether its sign holds in every seed.
 
 Writes ``OUT/claims.json`` (settings, every run's per-image measurements, every row with its per-image values)
-and ``OUT/claims.md``, generated from the JSON alone (:mod:`attnviz.evaluation.claims_markdown`).
+and ``OUT/claims.md``, generated from the JSON alone (:mod:`attnviz.evaluation.claims.markdown`).
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from typing import Sequence
 import torch
 
 from attnviz.errors import AttnvizError
-from attnviz.evaluation.claims import CLAIMS, EVERY, Claim, claim_rows, counts
-from attnviz.evaluation.claims_measure import measure_run
+from attnviz.evaluation.claims.catalogue import CLAIMS, EVERY, Claim, claim_rows, counts
+from attnviz.evaluation.claims.measure import measure_run
 from attnviz.zoo import registry as zoo
 
 RUN_FIELDS = ("model", "display_name", "attention", "training_seed", "replicate_of", "recipe")
@@ -133,7 +133,7 @@ def run_claims(models: Sequence[str] | None = None, *, data: str | Path | None =
                batch_size: int = 32, progress: bool = True, command: str | None = None,
                claims: Sequence[Claim] = CLAIMS) -> dict:
     """Test ``claims`` on ``models`` (default: every model of results.json) and write OUT/claims.{json,md}."""
-    from attnviz.evaluation.claims_markdown import write_claims
+    from attnviz.evaluation.claims.markdown import write_claims
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     out = Path(out)

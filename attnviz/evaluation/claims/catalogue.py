@@ -4,7 +4,7 @@ A claim is a sentence from a paper (or a widely read text about it), where it co
 reading of it as a test — one per-image value, compared within one network (its value against a chance level or
 another of its stages) or between two networks on the same images (:class:`Within`, :class:`Paired`) — the
 threshold the mean difference must clear, and the model types it needs. Adding a claim is adding one entry to
-:data:`CLAIMS` (its measurement, when results.json lacks it, goes into :mod:`attnviz.evaluation.claims_measure`).
+:data:`CLAIMS` (its measurement, when results.json lacks it, goes into :mod:`attnviz.evaluation.claims.measure`).
 
 Every row's number is the mean per-image difference with its 95 % bootstrap CI
 (:func:`attnviz.evaluation.stats.paired_difference`). The verdict rule (:func:`verdict`): **holds** when the
