@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from attnviz.evaluation import stats
 from attnviz.evaluation.claims import catalogue as C
 from attnviz.evaluation.claims.markdown import claims_markdown
 from attnviz.evaluation.claims.measure import collect
@@ -282,5 +283,22 @@ def test_docs_claims_md_is_its_json_rendered():
     assert {r["claim"] for r in doc["rows"]} == set(range(1, 10))
     for row in doc["rows"]:
         assert row["verdict"] in C.VERDICTS
-        if row["verdict"] != C.NOT_TESTED:
-            assert row["value"]["ci95"] is not None and row["per_image"]["subject"]
+        if row["verdict"] != C.NOT_TESTED:   # the number is recomputed from the stored per-image values
+            d = stats.paired_difference(row["per_image"]["subject"], row["per_image"]["reference"])
+            assert d.to_json() == row["value"]
+            assert row["verdict"] == C.verdict(d.lo, d.hi, row["threshold"], d.n)
+
+
+def test_stage_keys_resolve_to_the_shallowest_and_deepest_stage_that_has_the_value():
+    run = {"measured": {"stages": ["layer1", "layer2", "layer3"],
+                        "values": {"stage_epg:layer2": [0.1], "stage_epg:layer3": [0.3]}}}
+    assert C.series(run, "stage_epg:first") == [0.1] and C.series(run, "stage_epg:last") == [0.3]
+    assert C.stage_named(run, "stage_epg:first") == "layer2"
+    del run["measured"]["values"]["stage_epg:layer3"]
+    assert C.series(run, "stage_epg:last") == []     # one stage: nothing to compare
+
+
+def test_the_first_main_model_of_a_type_counts_with_its_own_replicates_only():
+    runs = [_run("a", "se", None), _run("b", "se", None), _run("b_seed1", "se", None, 1, "b"),
+            _run("a_seed1", "se", None, 1, "a")]
+    assert [r["model"] for r in C.group_runs(runs)["se"]] == ["a", "a_seed1"]
