@@ -1,4 +1,4 @@
-"""The ``attnviz`` command line (also ``python -m attnviz``): serve, explain, models, train, eval, sanity, synth,
+"""The ``attnviz`` command line (also ``python -m attnviz``): serve, explain, models, train, eval, sanity, claims, synth,
 bench.
 
 Each subcommand is a thin wrapper over the same functions the web page uses. User errors print one
@@ -21,6 +21,7 @@ from attnviz.errors import EXIT_USER_ERROR, AttnvizError
 
 EVAL_OUT = "attnviz-eval"
 SANITY_OUT = "attnviz-sanity"
+CLAIMS_OUT = "attnviz-claims"
 DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default: $ATTNVIZ_DEVICE, else auto)"
 
 
@@ -234,6 +235,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from attnviz.evaluation.claims import run_claims
+
+    chosen = chosen_models(args)
+    if chosen and args.data is None and args.results is None:
+        check_benchmark_models(chosen)
+    run_claims(models=chosen, data=args.data, n=args.n, out=Path(args.out), results=args.results,
+               device=args.device, batch_size=args.batch_size, progress=not args.quiet, command=args.command_line)
+    return 0
+
+
 def cmd_sanity(args: argparse.Namespace) -> int:
     from attnviz.evaluation.sanity import run_sanity
 
@@ -436,6 +448,34 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def _add_claims(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("claims", help="test the attention papers' claims: one row per claim with its CI and verdict",
+                       description="Tests each claim of attnviz.evaluation.claims (CBAM covers more of the object, "
+                                   "Triplet is tighter, CA's gates locate the object, ...) on the models' maps and "
+                                   "gates: the mean per-image difference with its 95 % bootstrap CI, the verdict "
+                                   "(holds / does not hold / inconclusive) and its sign in every training seed. "
+                                   "Reads --results (default OUT/results.json; without it `attnviz eval "
+                                   "--localisation-only` runs first) and writes OUT/claims.json and claims.md.")
+    p.add_argument("--models", type=_csv, default=None,
+                   help="comma-separated (default: every model of results.json, else the bundled zoo); their "
+                        "training-seed replicates join")
+    _models_file_option(p)
+    p.add_argument("--data", default=None, help="DIR/<class>/<image> files with <stem>_mask.png or VOC <stem>.xml "
+                                                "ground truth instead of the benchmark scenes")
+    _add_checkpoint_options(p)
+    p.add_argument("--n", "--n-images", dest="n", type=int, default=None,
+                   help="images when eval runs first: benchmark scenes (default 200), or at most N of --data")
+    p.add_argument("--results", default=None, metavar="FILE",
+                   help="the results.json to read (default: OUT/results.json, made by eval when absent)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per model pass (default 32)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    p.add_argument("--out", default=CLAIMS_OUT, metavar="DIR",
+                   help=f"folder for claims.json and claims.md (default: ./{CLAIMS_OUT}; the shipped ones are in "
+                        "docs/)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_claims)
+
+
 def _add_sanity(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sanity", help="model-randomisation and random-target sanity checks of every map",
                        description="Adebayo et al. 2018: re-initialise the model layer group by layer group from "
@@ -489,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_sanity(sub)
+    _add_claims(sub)
     _add_synth(sub)
     _add_bench(sub)
     return parser
