@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attnviz.api import explain  # noqa: E402
-from attnviz.core.cam import CLASSIC_METHODS  # noqa: E402
+from attnviz.core.methods import CLASSIC_METHODS  # noqa: E402
 from attnviz.data import synth
 from attnviz.data.scenes import EVAL_SEED, cached_scenes  # noqa: E402
 from attnviz.evaluation.scoring import ROAD_MAPS, ScoringCount, score_chunk  # noqa: E402

@@ -46,14 +46,15 @@ def test_removal_masks_are_the_librarys_thresholds():
     np.testing.assert_array_equal(ours, np.stack(seen["masks"]))
 
 
-def test_noise_free_imputation_equals_the_librarys_direct_solve():
+@pytest.mark.parametrize("solver", ["cg", "direct"])
+def test_noise_free_imputation_equals_the_librarys_direct_solve(solver):
     rng = np.random.default_rng(1)
     torch.manual_seed(1)
     for _ in range(2):
         x = torch.randn(3, SIZE, SIZE)
         cam = _map_like(rng)
         removed = imputation.removal_masks(cam, metrics.ROAD_PERCENTILES)
-        ours = imputation.linear_impute(x.expand(len(removed), -1, -1, -1), removed)
+        ours = imputation.linear_impute(x.expand(len(removed), -1, -1, -1), removed, solver=solver)
         reference = _library(x, cam, noise=False)
         assert float((ours - reference).abs().max()) <= 1e-4
         kept = ~removed[:, None].expand_as(ours)
@@ -74,17 +75,18 @@ def test_noisy_imputation_draws_the_librarys_noise_after_the_same_seed():
     assert float(noise.abs().max()) > 0.01          # the noise is really there (0.01 x standard normal)
 
 
-def test_odd_sizes_and_degenerate_masks():
+@pytest.mark.parametrize("solver", ["cg", "direct"])
+def test_odd_sizes_and_degenerate_masks(solver):
     x = torch.randn(2, 3, 15, 17)
     removed = torch.zeros(2, 15, 17, dtype=torch.bool)
     removed[0] = True                       # nothing kept: the library's solve is singular; here zeros
-    out = imputation.linear_impute(x, removed)
+    out = imputation.linear_impute(x, removed, solver=solver)
     assert torch.equal(out[1], x[1])        # nothing removed: the image itself
     assert torch.isfinite(out).all() and float(out[0].abs().max()) == 0.0
     removed[1, 3:9, 4:12] = True
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
     reference = NoisyLinearImputer(noise=0.0)(x[1], (~removed[1]).float())
-    assert float((imputation.linear_impute(x[1:], removed[1:])[0] - reference).abs().max()) <= 1e-5
+    assert float((imputation.linear_impute(x[1:], removed[1:], solver=solver)[0] - reference).abs().max()) <= 1e-5
 
 
 def test_road_scores_match_road_combined_on_a_bundled_model():
@@ -114,7 +116,9 @@ def test_road_scores_match_road_combined_on_a_bundled_model():
             assert ours[i][j] == pytest.approx(float(expected[0]), abs=1e-3), (i, j)
 
 
-def test_road_imputer_choice_is_checked():
+def test_road_imputer_and_solver_choices_are_checked():
+    with pytest.raises(ValueError, match="solver"):
+        imputation.linear_impute(torch.zeros(1, 3, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool), solver="lu")
     with pytest.raises(ValueError, match="imputer"):
         metrics.road_scores_batch(torch.nn.Identity(), torch.zeros(1, 3, 4, 4), [[np.zeros((4, 4))]], [0],
                                   imputer="fast")
