@@ -31,8 +31,12 @@ RUN useradd --create-home --uid 10001 attnviz
 WORKDIR /app
 COPY --chown=attnviz:attnviz . /app
 
-# README install step (see README.md "Install and run").
+# Seconds, not minutes of pip retries, when TORCH_INDEX cannot be reached or lacks the pinned torch (one line
+# says which); then the README install step (README.md "Install and run"); then which torch the image got
+# (+cpu / +cuXXX), printed and kept in /app/TORCH_BUILD: a +cpu index that delivered another build fails here.
+RUN python3 docker/torch_build.py check "$TORCH_INDEX"
 RUN python3 -m venv .venv && .venv/bin/pip install -r requirements.txt
+RUN .venv/bin/python docker/torch_build.py record "$TORCH_INDEX"
 
 # Optional: bake ImageNet weights into the image (docs/checkpoints.md), e.g.
 #   docker build --build-arg IMAGENET_WEIGHTS=imagenet -t attnviz .

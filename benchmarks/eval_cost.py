@@ -10,6 +10,13 @@ the ROAD maps. "new" is :func:`attnviz.evaluation.scoring.score_chunk` (what ``a
 run once, bit-identical maps scored once. Both score the same scenes (data seed of ``attnviz eval``) and this
 prints wall and CPU seconds of each phase, the maps scored vs requested, and the largest difference between
 the two paths' per-image numbers (ROAD excluded: its imputation noise is seeded differently).
+
+``--imputer`` compares ROAD's imputation instead, side by side in one run: per map (8 imputations of one
+128 px scene, the noise-free solve) pytorch-grad-cam's ``NoisyLinearImputer`` vs attnviz.metrics.imputation
+on ``--device``, then a whole ``run_eval`` of ``--models`` on ``--n`` scenes with ROAD on ``--road`` with
+``road_imputer="library"`` vs ``"torch"``, and the largest difference of the ROAD numbers between the two::
+
+    python benchmarks/eval_cost.py --imputer --models se --n 40 --road 30
 """
 from __future__ import annotations
 
@@ -98,6 +105,56 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
+def compare_imputers(args: argparse.Namespace) -> None:
+    """ROAD's imputation: the library's per-input sparse solve vs attnviz's batched torch solve, in one run."""
+    import tempfile
+
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    from attnviz.evaluation.run import run_eval
+    from attnviz.metrics import imputation
+
+    scenes = cached_scenes(max(args.maps, 1), EVAL_SEED, synth.IMAGE_SIZE)
+    loaded = zoo.load(args.models.split(",")[0], "cpu")
+    es = [explain(loaded, loaded.spec.preprocess(scenes.images[i]), ("gradcam",), target=int(scenes.labels[i]),
+                  class_names=loaded.spec.class_names) for i in range(args.maps)]
+    xs = [loaded.spec.preprocess(scenes.images[i])[0] for i in range(args.maps)]
+    cams = [metrics._resize_to(e.cams["gradcam"].heatmap, tuple(xs[0].shape[-2:])).astype(np.float32) for e in es]
+    masks = [imputation.removal_masks(c, metrics.ROAD_PERCENTILES) for c in cams]
+    with Clock() as lib:
+        ref = [torch.stack([NoisyLinearImputer(noise=0.0)(x, (~m).float()) for m in ms]) for x, ms in zip(xs, masks)]
+    device = torch.device(args.device)
+    images = torch.cat([x.expand(len(ms), -1, -1, -1) for x, ms in zip(xs, masks)]).to(device)
+    removed = torch.cat(masks).to(device)
+    imputation.linear_impute(images[:8], removed[:8])            # warm-up (allocator, kernels)
+    with Clock() as ours:
+        out = imputation.noisy_linear_impute(images, removed)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    worst = float((out.cpu() - torch.cat(ref)).abs().max())
+    print(f"imputation, {args.maps} maps x 8 inputs ({xs[0].shape[-1]} px): library {lib.wall / args.maps:.3f} s "
+          f"per map ({lib.cpu / args.maps:.3f} s CPU), torch on {device} {ours.wall / args.maps:.3f} s per map "
+          f"({ours.cpu / args.maps:.3f} s CPU): {lib.wall / ours.wall:.1f}x; largest |difference| {worst:.1e}")
+    results = {}
+    for imputer in ("library", "torch"):
+        with tempfile.TemporaryDirectory() as out_dir, Clock() as clock:
+            results[imputer] = run_eval(models=args.models.split(","), n=args.n, road_scenes=args.road,
+                                        out=Path(out_dir), progress=False, device=args.device, threads=args.threads,
+                                        road_imputer=imputer)
+        results[imputer + " clock"] = clock
+        print(f"run_eval --models {args.models} --n {args.n} --road {args.road}, road_imputer={imputer}: "
+              f"{clock.wall:.1f} s wall, {clock.cpu:.1f} s CPU")
+    print(f"whole eval: {results['library clock'].wall / results['torch clock'].wall:.2f}x wall")
+    for lib_row, torch_row in zip(results["library"]["models"], results["torch"]["models"]):
+        for name, values in lib_row["per_image"]["values"].items():
+            if "road" not in values:
+                continue
+            a = np.array(values["road"], float)
+            b = np.array(torch_row["per_image"]["values"][name]["road"], float)
+            print(f"  {lib_row['model']} {name}: ROAD mean library {np.nanmean(a):.4f}, torch {np.nanmean(b):.4f}; "
+                  f"largest per-image |difference| {np.nanmax(np.abs(a - b)):.1e}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="se")
@@ -107,8 +164,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="device of the new path (the old path ran on the CPU only)")
     p.add_argument("--skip-old", action="store_true")
+    p.add_argument("--imputer", action="store_true", help="compare ROAD's imputers instead (see the docstring)")
+    p.add_argument("--maps", type=int, default=6, help="maps imputed per side in the --imputer comparison")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.imputer:
+        compare_imputers(args)
+        return
     scenes = cached_scenes(args.n, EVAL_SEED, synth.IMAGE_SIZE)
     methods = tuple(CLASSIC_METHODS)
     print(f"{os.cpu_count()} CPUs, {args.threads} torch threads, torch {torch.__version__}; {args.n} scenes, "

@@ -48,16 +48,67 @@ def assert_json_close(a, b, tol: float = 1e-6, path: str = "") -> None:
         assert a == b, path
 
 
-@pytest.fixture(scope="module")
-def browser():
-    """One headless Debian Chromium per browser-test module (flags and path: webapp.py)."""
-    from webapp import CHROMIUM, FLAGS
+_BROWSER: dict[str, object] = {}   # the session's one answer: {"path": str} or {"missing": reason}
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's Chromium is required for the browser test: apt-get install -y chromium")
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _find_chromium(config: pytest.Config) -> None:
+    """Once per session: Chromium's path, installed through apt first where this machine allows (webapp.py)."""
+    from webapp import BrowserMissing, ensure_chromium
+
+    if _BROWSER:
+        return
+    capture = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    with capture.global_and_fixture_disabled():
+        try:
+            _BROWSER["path"] = ensure_chromium(say=lambda line: reporter.write_line(line) if reporter else None)
+        except BrowserMissing as exc:
+            _BROWSER["missing"] = str(exc)
+
+
+def _skip_reason() -> str:
+    from webapp import ENABLE_HINT
+
+    return f"browser tests skipped: {_BROWSER['missing']}; to run them: {ENABLE_HINT}"
+
+
+@pytest.hookimpl(trylast=True)   # after -m / -k have deselected what the run does not want
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """No Chromium and none installable: the browser tests leave the run, and one summary line says why
+    (a skip per test would be one line each). Under CI=true they stay and fail in the fixture."""
+    wanted = [i for i in items if i.get_closest_marker("browser") or "browser" in getattr(i, "fixturenames", ())]
+    if not wanted:
+        return
+    _find_chromium(config)
+    if "missing" in _BROWSER and not _in_ci():
+        left_out = set(map(id, wanted))
+        items[:] = [i for i in items if id(i) not in left_out]
+        config.hook.pytest_deselected(items=wanted)
+        _BROWSER["left_out"] = len(wanted)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _BROWSER.get("left_out"):
+        terminalreporter.write_line(f"SKIPPED [{_BROWSER['left_out']}] {_skip_reason()}", yellow=True)
+
+
+@pytest.fixture(scope="module")
+def browser(request):
+    """One headless Debian Chromium per browser-test module (flags: webapp.py; installed once where possible)."""
+    from webapp import FLAGS
+
+    _find_chromium(request.config)
+    if "missing" in _BROWSER:
+        if _in_ci():
+            pytest.fail(f"CI=true: {_skip_reason()}", pytrace=False)
+        pytest.skip(_skip_reason())
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        b = p.chromium.launch(executable_path=str(_BROWSER["path"]), args=FLAGS, headless=True)
         yield b
         b.close()

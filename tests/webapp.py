@@ -4,17 +4,59 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import os
 import shutil
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
 from typing import Iterator
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# ATTNVIZ_CHROMIUM: another Chromium binary (then nothing is searched or installed)
+CHROMIUM = os.environ.get("ATTNVIZ_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ENABLE_HINT = "sudo apt-get install -y chromium, then run the tests again"
 # Chromium on a machine with no network: without the background-networking flags it keeps dialling out
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
          "--no-first-run", "--disable-component-update", "--disable-sync"]
+
+
+class BrowserMissing(Exception):
+    """Chromium is absent and this machine does not let the tests install it; the message says why."""
+
+
+def ensure_chromium(say=print) -> str:
+    """Debian's Chromium, installed through apt first when it is missing and this is root on Debian/Ubuntu.
+
+    The README's test command is all a fresh machine needs; ``ATTNVIZ_NO_APT=1`` forbids the install.
+    Raises BrowserMissing (no root, no apt, another OS, the install failed) with the reason.
+    """
+    named = os.environ.get("ATTNVIZ_CHROMIUM")
+    if named:
+        if os.access(named, os.X_OK):
+            return named
+        raise BrowserMissing(f"ATTNVIZ_CHROMIUM={named} is not an executable file")
+    found = shutil.which("chromium") or (CHROMIUM if os.path.exists(CHROMIUM) else None)
+    if found:
+        return found
+    if os.environ.get("ATTNVIZ_NO_APT") == "1":
+        raise BrowserMissing("Chromium is not installed and ATTNVIZ_NO_APT=1 forbids installing it")
+    if not shutil.which("apt-get"):
+        raise BrowserMissing("Chromium is not installed and this system has no apt-get to install it with")
+    if os.geteuid() != 0:
+        raise BrowserMissing("Chromium is not installed and installing it through apt needs root")
+    say("Chromium is missing: installing it through apt-get (once, about a minute)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    steps = (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"])
+    for step in steps:
+        result = subprocess.run(step, env=env, capture_output=True, text=True, timeout=1200)
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise BrowserMissing(f"`{' '.join(step)}` failed: {tail[0]}")
+    found = shutil.which("chromium")
+    if not found:
+        raise BrowserMissing("apt-get installed the chromium package but no chromium command appeared")
+    return found
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""The ``attnviz`` command line (also ``python -m attnviz``): serve, explain, models, train, eval, sanity, synth,
+"""The ``attnviz`` command line (also ``python -m attnviz``): serve, explain, models, train, eval, sanity, claims, synth,
 bench.
 
 Each subcommand is a thin wrapper over the same functions the web page uses. User errors print one
@@ -21,6 +21,7 @@ from attnviz.errors import EXIT_USER_ERROR, AttnvizError
 
 EVAL_OUT = "attnviz-eval"
 SANITY_OUT = "attnviz-sanity"
+CLAIMS_OUT = "attnviz-claims"
 DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default: $ATTNVIZ_DEVICE, else auto)"
 
 
@@ -53,8 +54,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     _load_models_file(args)  # before launching: a bad entry stops here, the server never starts half-configured
     print(f"attnviz: models run on {device}", file=sys.stderr)
-    launch(host=args.host, port=args.port, models=args.models, share=False)
-    return 0
+    from attnviz.app.shutdown import serve_until_stopped
+
+    # SIGTERM (docker stop) or Ctrl-C closes the server and exits 0 (attnviz/app/shutdown.py says why)
+    return serve_until_stopped(lambda: launch(host=args.host, port=args.port, models=args.models, share=False,
+                                              prevent_thread_lock=True))
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -143,6 +147,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     resolve_device(rank_device(args.device, current()))  # an absent device: one line, before anything loads
     from attnviz.app.batch import explain_paths
+    from attnviz.core.devices import use_threads
+
+    use_threads(args.threads)
 
     chosen = chosen_models(args)
     return explain_paths(args.images, out_dir=Path(args.out), models=chosen, methods=args.methods,
@@ -224,7 +231,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
              if value is not None}
     run_eval(models=chosen, seed=args.seed, out=Path(args.out), progress=not args.quiet,
              update=args.update, data=args.data, batch_size=args.batch_size, device=args.device,
-             faithfulness=not args.localisation_only, command=args.command_line, **given)
+             faithfulness=not args.localisation_only, command=args.command_line, threads=args.threads, **given)
+    return 0
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from attnviz.evaluation.claims import run_claims
+
+    chosen = chosen_models(args)
+    if chosen and args.data is None and args.results is None:
+        check_benchmark_models(chosen)
+    run_claims(models=chosen, data=args.data, n=args.n, out=Path(args.out), results=args.results,
+               device=args.device, batch_size=args.batch_size, progress=not args.quiet, command=args.command_line)
     return 0
 
 
@@ -232,7 +250,8 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     from attnviz.evaluation.sanity import run_sanity
 
     result = run_sanity(models=args.models, n=args.n, seed=args.seed, methods=args.methods, out=Path(args.out),
-                        progress=not args.quiet, device=args.device, command=args.command_line)
+                        progress=not args.quiet, device=args.device, command=args.command_line,
+                        threads=args.threads)
     flagged = [f"{row['model']}/{key}" for row in result["models"] for key, entry in row["maps"].items()
                if entry["keeps_structure"]]
     print(f"wrote {Path(args.out) / 'sanity.json'}, sanity.md and sanity.png ({result['seconds']:.0f} s); maps that "
@@ -274,6 +293,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sys.argv = [str(script), "--repeats", str(args.repeats), "--batch", str(args.batch)]
     runpy.run_path(str(script), run_name="__main__")
     return 0
+
+
+def _threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's own, one per core)")
 
 
 def _models_file_option(p: argparse.ArgumentParser) -> None:
@@ -324,6 +348,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     _add_checkpoint_options(p)
     p.add_argument("--save-safetensors", default=None, help="also write the loaded checkpoint as .safetensors")
     p.add_argument("--npz", action="store_true", help="also write <image>_maps.npz (raw maps and logits)")
+    _threads_option(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_explain)
 
@@ -400,7 +425,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", type=_csv, default=None, help="CAM methods (default: the five classic one-pass "
                                                               "methods)")
     p.add_argument("--data", default=None, help="score DIR/<class>/<image> files with <stem>_mask.png or VOC "
-                                                "<stem>.xml ground truth instead of the benchmark scenes")
+                                                "<stem>.xml ground truth instead of the benchmark scenes; DIR may "
+                                                "be a .zip of that layout (unpacked safely into a temporary folder)")
     _add_checkpoint_options(p)
     p.add_argument("--n", "--n-images", dest="n", type=int, default=None,
                    help="benchmark scenes (default 200); with --data at most N images (default all). Under torchrun "
@@ -417,8 +443,37 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                         "results are in docs/)")
     p.add_argument("--update", action="store_true",
                    help="keep the other models' rows of OUT/results.json (same settings); re-run only --models")
+    _threads_option(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+
+def _add_claims(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("claims", help="test the attention papers' claims: one row per claim with its CI and verdict",
+                       description="Tests each claim of attnviz.evaluation.claims (CBAM covers more of the object, "
+                                   "Triplet is tighter, CA's gates locate the object, ...) on the models' maps and "
+                                   "gates: the mean per-image difference with its 95 % bootstrap CI, the verdict "
+                                   "(holds / does not hold / inconclusive) and its sign in every training seed. "
+                                   "Reads --results (default OUT/results.json; without it `attnviz eval "
+                                   "--localisation-only` runs first) and writes OUT/claims.json and claims.md.")
+    p.add_argument("--models", type=_csv, default=None,
+                   help="comma-separated (default: every model of results.json, else the bundled zoo); their "
+                        "training-seed replicates join")
+    _models_file_option(p)
+    p.add_argument("--data", default=None, help="DIR/<class>/<image> files with <stem>_mask.png or VOC <stem>.xml "
+                                                "ground truth instead of the benchmark scenes")
+    _add_checkpoint_options(p)
+    p.add_argument("--n", "--n-images", dest="n", type=int, default=None,
+                   help="images when eval runs first: benchmark scenes (default 200), or at most N of --data")
+    p.add_argument("--results", default=None, metavar="FILE",
+                   help="the results.json to read (default: OUT/results.json, made by eval when absent)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per model pass (default 32)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    p.add_argument("--out", default=CLAIMS_OUT, metavar="DIR",
+                   help=f"folder for claims.json and claims.md (default: ./{CLAIMS_OUT}; the shipped ones are in "
+                        "docs/)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_claims)
 
 
 def _add_sanity(sub: argparse._SubParsersAction) -> None:
@@ -435,6 +490,7 @@ def _add_sanity(sub: argparse._SubParsersAction) -> None:
                    help=f"folder for sanity.json, sanity.md and sanity.png (default: ./{SANITY_OUT}; the shipped "
                         "results are in docs/)")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
+    _threads_option(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sanity)
 
@@ -473,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_sanity(sub)
+    _add_claims(sub)
     _add_synth(sub)
     _add_bench(sub)
     return parser

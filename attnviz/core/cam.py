@@ -109,9 +109,10 @@ class LayerTaps:
 
 
 def forward_with_taps(model: nn.Module, x: torch.Tensor, modules: Sequence[nn.Module],
-                      needs_grad: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``model(x)`` with autograd off before the earliest tapped module. Returns (logits, tapped outputs)."""
-    with torch.no_grad(), LayerTaps(modules, needs_grad) as taps:
+                      needs_grad: bool = True, from_input: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``model(x)`` with autograd off before the earliest tapped module (``from_input``: on all the way, for the
+    methods that need dS/dx; ``x`` must then require grad). Returns (logits, tapped outputs)."""
+    with (torch.enable_grad() if from_input else torch.no_grad()), LayerTaps(modules, needs_grad) as taps:
         logits = model(x)
     missing = [i for i, out in enumerate(taps.outputs) if out is None]
     if missing:

@@ -106,6 +106,31 @@ def kpcacam(activations: torch.Tensor, gradients: torch.Tensor | None, eigen_smo
     return library_kernel_projection(activations)
 
 
+FEM_K = 2              # pytorch-grad-cam's FEM default: a channel's "on" positions lie k sigma above its mean
+RANDOM_CAM_SEED = 0    # RandomCAM's weights: numpy's legacy generator seeded with this, drawn anew per call
+
+
+def fem(activations: torch.Tensor, gradients: torch.Tensor | None, eigen_smooth: bool) -> torch.Tensor:
+    """FEM (Fuad et al. 2020), gradient-free: a channel's weight is the share of its positions above its mean +
+    k standard deviations (population std, as numpy's); the map is the weighted channel sum (the library ignores
+    ``eigen_smooth`` here, so does this)."""
+    means = activations.mean(dim=_SPATIAL, keepdim=True)
+    stds = activations.std(dim=_SPATIAL, keepdim=True, correction=0)
+    weights = (activations > means + FEM_K * stds).float().mean(dim=_SPATIAL)
+    return (weights[:, :, None, None] * activations).sum(dim=1)
+
+
+def random_cam(activations: torch.Tensor, gradients: torch.Tensor | None, eigen_smooth: bool) -> torch.Tensor:
+    """RandomCAM, the baseline a sanity check should reject: channel weights uniform in [-1, 1]. The library draws
+    them from numpy's global generator (a different map every call); here they come from
+    ``np.random.RandomState(RANDOM_CAM_SEED)``, fresh per call, so a map is reproducible and equals the library's
+    after ``np.random.seed(RANDOM_CAM_SEED)``. The same seed for every target class makes the map class-blind by
+    construction, which is what the random-target sanity check should catch."""
+    b, c = activations.shape[:2]
+    weights = np.random.RandomState(RANDOM_CAM_SEED).uniform(-1, 1, size=(b, c))
+    return _weighted(torch.from_numpy(weights).to(activations.device, activations.dtype), activations, eigen_smooth)
+
+
 BY_LIBRARY_CLASS: dict[str, Formula] = {
     "GradCAM": gradcam,
     "GradCAMPlusPlus": gradcam_plus_plus,
@@ -116,6 +141,11 @@ BY_LIBRARY_CLASS: dict[str, Formula] = {
     "EigenGradCAM": eigengradcam,
     "EigenCAM": eigencam,
     "KPCA_CAM": kpcacam,
+    "FEM": fem,
+    "RandomCAM": random_cam,
+    # ShapleyCAM (Cai et al. 2025) weighs channels by the spatial mean of dS/dA - 1/2 H A, H the Hessian of S in
+    # A: Grad-CAM's formula on that "gradient", which the engine computes as the score kind "shapley"
+    "ShapleyCAM": gradcam,
 }
 
 

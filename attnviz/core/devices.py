@@ -15,7 +15,7 @@ from typing import ContextManager, Sequence
 import numpy as np
 import torch
 
-from attnviz.errors import DeviceError
+from attnviz.errors import AttnvizError, DeviceError
 
 ENV_VAR = "ATTNVIZ_DEVICE"
 _SPEC = re.compile(r"^(auto|cpu|mps|cuda(?::(\d+))?)$")
@@ -115,3 +115,16 @@ def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
             out[i] = flat[at:at + size].reshape(tuple(tensors[i].shape))
             at += size
     return out  # type: ignore[return-value]
+
+
+def use_threads(threads: int | None = None) -> int:
+    """Set torch's CPU threads for a long command when asked (``--threads N``) and return the count in use.
+
+    Without a request torch's own default stays (one thread per core), so ``eval``, ``sanity`` and ``explain DIR``
+    use the whole machine; only training pins its recorded count, for bit-reproducible weights.
+    """
+    if threads is not None:
+        if threads < 1:
+            raise AttnvizError("--threads must be at least 1.")
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from attnviz.core import cam as cam_core
+from attnviz.core import input_maps
 from attnviz.core import methods as catalogue
 from attnviz.core.devices import autocast, resolve_device, to_host
 from attnviz.core.layers import default_cam_layer
@@ -133,7 +134,7 @@ def _scores(kind: str, logits: torch.Tensor, targets: list[int], contrasts: list
     """The summed score of every row whose gradient the methods of ``kind`` explain."""
     rows = torch.arange(logits.shape[0], device=logits.device)
     wanted = torch.tensor(targets, device=logits.device)
-    if kind == "target":
+    if kind in ("target", "shapley"):
         score = logits[rows, wanted]
         if any(c is not None for c in contrasts):
             other = torch.tensor([t if c is None else c for t, c in zip(targets, contrasts)], device=logits.device)
@@ -209,7 +210,17 @@ class _Plan:
     taps: list[nn.Module]
     needs_grad: bool
     kinds: list[str]
+    inputs: list[str] = field(default_factory=list)          # input-resolution methods (input_maps)
+    input_needs: frozenset[str] = frozenset()                # what they need (input_maps.INPUT_GRAD, ...)
+    bias_modules: list[nn.Module] = field(default_factory=list)   # FullGrad's layers, tapped last
+    n_cam: int = 0                                           # taps[:n_cam]: the CAM layers
+    n_attention: int = 0                                     # then the attention weights
     unavailable: dict[str, str] = field(default_factory=dict)   # method -> why this model cannot compute it
+
+    @property
+    def from_input(self) -> bool:
+        """Whether the forward keeps autograd on from the input (a method needs dS/dx)."""
+        return bool(self.input_needs & {input_maps.INPUT_GRAD, input_maps.GUIDED})
 
 
 def _plan(r: LoadedModel, o: _Options) -> _Plan:
@@ -221,15 +232,23 @@ def _plan(r: LoadedModel, o: _Options) -> _Plan:
         raise TargetError(f"{_described(r)}: {why}. Use a CAM method instead.")
     kind_of = {m: catalogue.get(m) for m in o.methods}
     wanted = [m for m in o.methods if m not in unavailable]
+    inputs = [m for m in wanted if kind_of[m].kind == catalogue.INPUT]
+    input_needs = frozenset().union(*(input_maps.needs(kind_of[m].resolve()) for m in inputs))
     one_pass = [m for m in wanted if kind_of[m].kind == catalogue.ONE_PASS]
+    if input_maps.GRADCAM in input_needs and "gradcam" not in one_pass:
+        one_pass.append("gradcam")  # Guided Grad-CAM's factor; computed, not returned
     flows = [m for m in wanted if kind_of[m].kind == catalogue.ROLLOUT]
     slow = [m for m in wanted if kind_of[m].kind == catalogue.SLOW]
     layer_modules = [cam_core.resolve_layer(r.model, n) for n in o.layer_names]
     attention = [probabilities_module(m) for _, m in global_attention_modules(r.model)] if flows else []
-    taps = (layer_modules if (one_pass or slow) else []) + attention
-    graded = [kind_of[m] for m in one_pass + flows if kind_of[m].gradients]
-    kinds = sorted({m.score for m in graded})
-    return _Plan(one_pass, flows, slow, layer_modules, taps, bool(graded), kinds, unavailable)
+    cam_layers = layer_modules if (one_pass or slow) else []
+    bias = input_maps.bias_layers(r.model) if input_maps.INPUT_GRAD in input_needs else []
+    taps = cam_layers + attention + bias
+    graded = [catalogue.get(m) for m in one_pass + flows if catalogue.get(m).gradients]
+    kinds = sorted({m.score for m in graded}, key=lambda k: (k != "shapley", k))  # ShapleyCAM's backward first
+    needs_grad = bool(graded) or bool(input_needs - {input_maps.GRADCAM})
+    return _Plan(one_pass, flows, slow, layer_modules, taps, needs_grad, kinds, inputs, input_needs, bias,
+                 len(cam_layers), len(attention), unavailable)
 
 
 @dataclass
@@ -246,6 +265,8 @@ class _Pass:
     names: tuple[str, ...]
     slow_maps: dict[str, np.ndarray] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
+    x_in: torch.Tensor | None = None                  # the (augmented) chunk the forward saw, for input maps
+    input_grads: dict[str, list[torch.Tensor | None]] = field(default_factory=dict)
 
 
 def _targets(own: np.ndarray, names: tuple[str, ...], targets: list[Target],
@@ -266,14 +287,19 @@ def _forward_and_gradients(r: LoadedModel, x: torch.Tensor, plan: _Plan, o: _Opt
     b = x.shape[0]
     height, width = int(x.shape[-2]), int(x.shape[-1])
     x_in = torch.cat([t.augment_image(x) for t in transforms]) if o.aug_smooth else x
+    if plan.from_input:
+        x_in = x_in.detach().requires_grad_(True)
     with r.lock:
         t1 = cam_core.now_ms()
         with ExitStack() as stack:
             if plan.flows:
                 stack.enter_context(unfused(r.model))
+            switch = stack.enter_context(input_maps.guided_relus(r.model)) \
+                if input_maps.GUIDED in plan.input_needs else None
             recording = stack.enter_context(record_attention(r.model)) if o.record else None
             stack.enter_context(autocast(r.device, o.amp))
-            logits_all, tapped = cam_core.forward_with_taps(r.model, x_in, plan.taps, plan.needs_grad)
+            logits_all, tapped = cam_core.forward_with_taps(r.model, x_in, plan.taps, plan.needs_grad,
+                                                            from_input=plan.from_input)
             maps_per_image = [recording.maps(ident * b + i) for i in range(b)] if recording is not None else \
                 [[] for _ in range(b)]
         t2 = cam_core.now_ms()
@@ -286,13 +312,24 @@ def _forward_and_gradients(r: LoadedModel, x: torch.Tensor, plan: _Plan, o: _Opt
         target_idx, contrast_idx = _targets(own, names, targets, contrasts, _described(r))
         copies = len(transforms)
         grads: dict[str, list[torch.Tensor | None]] = {}
+        graded = tapped[:plan.n_cam + plan.n_attention]
         for j, kind in enumerate(plan.kinds):
+            if kind == "target" and "shapley" in grads:
+                continue  # ShapleyCAM's backward left the first-order gradients of the same score
             score = _scores(kind, logits_all, target_idx * copies, contrast_idx * copies,
                             np.concatenate([own] * copies) if kind == "finer" else logits_np)
-            wrt = [t for t in tapped if t.requires_grad]
-            found = torch.autograd.grad(score, wrt, retain_graph=j < len(plan.kinds) - 1, allow_unused=True)
+            wrt = [t for t in graded if t.requires_grad]
+            more = j < len(plan.kinds) - 1 or plan.from_input
+            found = torch.autograd.grad(score, wrt, retain_graph=more or kind == "shapley",
+                                        create_graph=kind == "shapley", allow_unused=True)
             lookup = dict(zip(map(id, wrt), found))
-            grads[kind] = [lookup.get(id(t)) for t in tapped]
+            grads[kind] = [lookup.get(id(t)) for t in graded]
+            if kind == "shapley":
+                grads["target"] = [None if g is None else g.detach() for g in grads["shapley"]]
+                grads["shapley"] = _shapley_gradients(grads["shapley"], graded, plan.n_cam, more)
+        input_grads = _input_gradients(plan, logits_all, x_in, tapped, switch, target_idx * copies,
+                                       contrast_idx * copies, logits_np) if plan.from_input else {}
+        tapped = [t.detach() for t in tapped]  # the graph is no longer needed
         t3 = cam_core.now_ms()
         for m in plan.slow:
             channels = int(cam_core.to_feature_map(tapped[0], plan.layer_modules[0], r.model,
@@ -302,14 +339,53 @@ def _forward_and_gradients(r: LoadedModel, x: torch.Tensor, plan: _Plan, o: _Opt
                                   o.eigen_smooth, o.aug_smooth) for m in plan.slow}
         t4 = cam_core.now_ms()
     return _Pass(own, probs_np, tapped, grads, maps_per_image, target_idx, contrast_idx, names, slow_maps,
-                 {"t1": t1, "t2": t2, "t3": t3, "t4": t4})
+                 {"t1": t1, "t2": t2, "t3": t3, "t4": t4}, x_in.detach(), input_grads)
+
+
+def _shapley_gradients(first: list[torch.Tensor | None], acts: list[torch.Tensor], n_cam: int,
+                       retain: bool) -> list[torch.Tensor | None]:
+    """ShapleyCAM's "gradient" at each CAM layer: dS/dA - 1/2 H A, the Hessian-vector product H A from a second
+    backward through the first one's graph (pytorch-grad-cam: ``autograd.grad(grads, activations,
+    grad_outputs=activations)``; none where dS/dA does not depend on A, e.g. a linear head after the layer)."""
+    out: list[torch.Tensor | None] = []
+    for i, (g, a) in enumerate(zip(first, acts)):
+        if g is None or i >= n_cam or not g.requires_grad:
+            out.append(None if g is None else g.detach())
+            continue
+        (hvp,) = torch.autograd.grad(g, a, grad_outputs=a.detach(), retain_graph=retain or i < n_cam - 1,
+                                     allow_unused=True)
+        out.append(g.detach() if hvp is None else g.detach() - 0.5 * hvp)
+    return out
+
+
+def _input_gradients(plan: _Plan, logits: torch.Tensor, x_in: torch.Tensor, tapped: list[torch.Tensor],
+                     switch: input_maps.GuidedSwitch | None, targets: list[int], contrasts: list[int | None],
+                     logits_np: np.ndarray) -> dict[str, list[torch.Tensor | None]]:
+    """dS/dx (with dS/d(output) at FullGrad's bias layers) by a plain backward, and the guided dS/dx with the
+    ReLU gates open; S the target score, as for the CAMs."""
+    score = _scores("target", logits, targets, contrasts, logits_np)
+    guided = switch is not None
+    out: dict[str, list[torch.Tensor | None]] = {}
+    if input_maps.INPUT_GRAD in plan.input_needs:
+        bias_outputs = tapped[plan.n_cam + plan.n_attention:]
+        wrt = [x_in] + [t for t in bias_outputs if t.requires_grad]
+        found = torch.autograd.grad(score, wrt, retain_graph=guided, allow_unused=True)
+        lookup = dict(zip(map(id, wrt), found))
+        out[input_maps.INPUT_GRAD] = [found[0]] + [lookup.get(id(t)) for t in bias_outputs]
+    if guided:
+        switch.guided = True
+        try:
+            out[input_maps.GUIDED] = list(torch.autograd.grad(score, [x_in], allow_unused=True))
+        finally:
+            switch.guided = False
+    return out
 
 
 def _cam_arrays(r: LoadedModel, plan: _Plan, p: _Pass, o: _Options, transforms: list, ident: int, b: int,
                 input_hw: tuple[int, int]) -> dict[str, cam_core.CamArrays]:
     """Every requested method's maps for the chunk, from the tapped outputs and gradients (outside the lock), as
     tensors on the model's device."""
-    n_layers = len(plan.layer_modules) if (plan.one_pass or plan.slow) else 0
+    n_layers = plan.n_cam
 
     def as_maps(tensors: list[torch.Tensor | None]) -> list[torch.Tensor]:
         # a layer the score does not depend on has no gradient: zeros, as a full backward would give
@@ -324,13 +400,50 @@ def _cam_arrays(r: LoadedModel, plan: _Plan, p: _Pass, o: _Options, transforms: 
             computed = {m: cam_core.CamArrays(_deaugment(c.heatmap, transforms, b), _deaugment(c.raw, transforms, b),
                                               c.layer_map[ident * b:(ident + 1) * b]) for m, c in computed.items()}
     if plan.flows:
-        attn = [t.detach()[ident * b:(ident + 1) * b] for t in p.tapped[n_layers:]]
+        attn = [t.detach()[ident * b:(ident + 1) * b] for t in p.tapped[n_layers:n_layers + plan.n_attention]]
         prefix, grid = cam_core.token_grid(r.model, int(attn[0].shape[-1]), input_hw)
         for m in plan.flows:
-            attn_grads = [g[ident * b:(ident + 1) * b] for g in p.grads["target"][n_layers:]] \
+            attn_grads = [g[ident * b:(ident + 1) * b] for g in p.grads["target"][n_layers:n_layers + plan.n_attention]] \
                 if catalogue.get(m).gradients else None
             computed[m] = _maps_from_layer(catalogue.get(m).resolve()(attn, attn_grads, prefix, grid), input_hw)
     return computed
+
+
+def _input_arrays(plan: _Plan, p: _Pass, o: _Options, computed: dict[str, cam_core.CamArrays], transforms: list,
+                  ident: int, b: int, input_hw: tuple[int, int], views: list[np.ndarray | None]
+                  ) -> dict[str, cam_core.CamArrays]:
+    """The input-resolution methods' maps (:mod:`attnviz.core.input_maps`). With ``aug_smooth`` FullGrad runs on
+    every augmented copy and is averaged back, as the library's FullGrad; Guided Backprop and SobelCAM (which
+    the library cannot augment) use the unaugmented image, Guided Grad-CAM's Grad-CAM factor is the smoothed one."""
+    rows = slice(ident * b, (ident + 1) * b)
+    plain = p.input_grads.get(input_maps.INPUT_GRAD)
+    guided = p.input_grads.get(input_maps.GUIDED)
+    everything = input_maps.InputContext(
+        x=p.x_in, views=list(views) * len(transforms), input_hw=input_hw, x_grad=plain[0] if plain else None,
+        x_grad_guided=guided[0] if guided else None, bias_layers=plan.bias_modules,
+        bias_grads=plain[1:] if plain else ())
+    own = input_maps.InputContext(
+        x=p.x_in[rows], views=views, input_hw=input_hw, x_grad=None if plain is None else plain[0][rows],
+        x_grad_guided=None if guided is None else guided[0][rows], bias_layers=plan.bias_modules,
+        bias_grads=[None if g is None else g[rows] for g in plain[1:]] if plain else (),
+        gradcam=computed["gradcam"].heatmap if "gradcam" in computed else None)
+    out: dict[str, cam_core.CamArrays] = {}
+    for m in plan.inputs:
+        method = catalogue.get(m).resolve()
+        if o.aug_smooth and input_maps.INPUT_GRAD in input_maps.needs(method):
+            c = _input_resolution(method(everything))
+            out[m] = cam_core.CamArrays(_deaugment(c.heatmap, transforms, b), _deaugment(c.raw, transforms, b),
+                                        c.layer_map[rows])
+        else:
+            out[m] = _input_resolution(method(own))
+    return out
+
+
+def _input_resolution(maps: torch.Tensor) -> cam_core.CamArrays:
+    """(b, H, W) maps already at input size, min-max scaled once as the library does (a CAM layer's map is scaled
+    before and after resizing; for small-valued input gradients the second scaling's 1e-7 would show)."""
+    positive = maps.detach().float().clamp_min(0)
+    return cam_core.CamArrays(cam_core.scale_maps(positive), positive, positive)
 
 
 def _to_host(computed: dict[str, cam_core.CamArrays], slow_maps: dict[str, np.ndarray]
@@ -355,6 +468,10 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
     if plan.slow:
         warnings.append("Score-/Ablation-CAM maps come normalised by pytorch-grad-cam; they cannot share a colour "
                         "scale with the others.")
+    unsmoothed = [catalogue.title(m) for m in o.methods if catalogue.get(m).kind == catalogue.INPUT]
+    if o.eigen_smooth and unsmoothed:
+        warnings.append(f"eigen smooth applies to the CAM-layer methods; {', '.join(unsmoothed)} are computed "
+                        "without it.")
     if o.amp and r.device.type != "cuda":
         warnings.append(f"--amp runs only on CUDA; the maps were computed in float32 on {r.device}.")
     out = []
@@ -364,8 +481,9 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
                 for m in o.methods if m in computed}
         theta = next((a.data for a in attention_maps if a.layout == "affine"), None)
         if theta is not None:  # a spatial transformer: CAMs live on its warped view; show them on the input
-            cams = {m: CamMap(m, _renormalise(cam_core.warp_to_input(c.heatmap, theta)),
-                              cam_core.warp_to_input(c.raw, theta), c.layer_map) for m, c in cams.items()}
+            cams = {m: c if catalogue.get(m).kind == catalogue.INPUT else  # input maps are on the input already
+                    CamMap(m, _renormalise(cam_core.warp_to_input(c.heatmap, theta)),
+                           cam_core.warp_to_input(c.raw, theta), c.layer_map) for m, c in cams.items()}
         probs = p.probs[i]
         order = np.argsort(-probs, kind="stable")[:max(1, o.topk)]
         t, c = p.target_idx[i], p.contrast_idx[i]
@@ -391,7 +509,10 @@ def _explain_chunk(r: LoadedModel, x_chunk: torch.Tensor, views: list[np.ndarray
     plan = _plan(r, o)
     transforms, ident = _augmentations(o.aug_smooth)
     p = _forward_and_gradients(r, x_chunk.to(r.device), plan, o, transforms, ident, targets, contrasts)
-    computed = _to_host(_cam_arrays(r, plan, p, o, transforms, ident, b, input_hw), p.slow_maps)
+    computed = _cam_arrays(r, plan, p, o, transforms, ident, b, input_hw)
+    if plan.inputs:
+        computed.update(_input_arrays(plan, p, o, computed, transforms, ident, b, input_hw, views))
+    computed = _to_host({m: c for m, c in computed.items() if m in o.methods}, p.slow_maps)
     t1, t2, t3, t4, t5 = p.times["t1"], p.times["t2"], p.times["t3"], p.times["t4"], cam_core.now_ms()
     share = {"forward": (t2 - t1) / b, "backward": (t3 - t2) / b, "cams": (t5 - t4) / b,
              "preprocess": (t1 - t0) / b, "total": (t5 - t0) / b}

@@ -12,9 +12,22 @@ from typing import Any, Callable, Sequence
 
 from attnviz.errors import AttnvizError
 
-ONE_PASS = "one-pass"   # one forward + one restricted backward for every method of a batch
+# How the engine computes a method (``Method.kind``):
+ONE_PASS = "one-pass"   # a formula on the CAM layer's activations (and a gradient of the score there)
 ROLLOUT = "rollout"     # built from a transformer's attention weights (and their gradients)
+INPUT = "input"         # a map at input resolution: from the image itself, or from gradients down to the input
 SLOW = "slow"           # one masked forward per channel of the CAM layer, run by pytorch-grad-cam
+
+# What a method costs on top of the batch's one forward (``Method.cost``), shown on the page and in --methods:
+COST_ONE_PASS = "one-pass"            # nothing, or a backward from the score to the CAM layer only
+COST_SECOND_ORDER = "second-order"    # that backward with its graph kept, plus a Hessian-vector product
+COST_FULL_BACKWARD = "full-backward"  # a backward through the whole network, down to the input
+COST_MULTI_PASS = "multi-pass"        # one more forward per channel of the CAM layer
+COSTS = (COST_ONE_PASS, COST_SECOND_ORDER, COST_FULL_BACKWARD, COST_MULTI_PASS)
+COST_HELP = {COST_ONE_PASS: "one forward, at most a backward to the CAM layer",
+             COST_SECOND_ORDER: "plus a double backward (Hessian-vector product)",
+             COST_FULL_BACKWARD: "plus a backward through the whole network",
+             COST_MULTI_PASS: "one forward per CAM-layer channel: slow"}
 
 
 @dataclass(frozen=True)
@@ -26,7 +39,9 @@ class Method:
     in torch, :data:`attnviz.core.cam_formulas.BY_LIBRARY_CLASS`; a class not listed there runs its own numpy
     ``get_cam_image`` on the host), or a torch function ``(activations (B,C,h,w), gradients (B,C,h,w) or None,
     eigen_smooth) -> (B,h,w)`` on the model's device; rollout: a function ``(attention, gradients or None,
-    prefix, grid) -> (B,h,w)``; slow: a pytorch-grad-cam class run as is.
+    prefix, grid) -> (B,h,w)``; input: a function of an :class:`attnviz.core.input_maps.InputContext` returning
+    (B,H,W), marked with what it needs (the image, dS/dx, the guided dS/dx, Grad-CAM); slow: a pytorch-grad-cam
+    class run as is. ``cost`` says what it costs beyond the batch's one forward (:data:`COSTS`).
     """
 
     name: str
@@ -34,7 +49,14 @@ class Method:
     kind: str
     compute: str | Callable[..., Any]
     gradients: bool = True     # needs dS/dA (Eigen-CAM, KPCA-CAM and rollout read their inputs only)
-    score: str = "target"      # "target": logit[t] (or logit[t] - logit[contrast]); "finer": Finer-CAM's target
+    score: str = "target"      # "target": logit[t] (or logit[t] - logit[contrast]); "finer": Finer-CAM's target;
+    #                            "shapley": the target's dS/dA minus half its Hessian-vector product with A
+    cost: str = ""             # one of COSTS; "" = what the kind costs (slow: multi-pass, else one-pass)
+
+    @property
+    def cost_kind(self) -> str:
+        """What the method costs beyond the batch's one forward (see :data:`COSTS`)."""
+        return self.cost or (COST_MULTI_PASS if self.kind == SLOW else COST_ONE_PASS)
 
     def resolve(self) -> Any:
         """The object ``compute`` names."""
@@ -59,6 +81,15 @@ CATALOGUE: dict[str, Method] = {m.name: m for m in (
     Method("eigencam", "Eigen-CAM", ONE_PASS, _library("EigenCAM"), gradients=False),
     Method("kpcacam", "KPCA-CAM", ONE_PASS, _library("KPCA_CAM"), gradients=False),
     Method("finercam", "Finer-CAM", ONE_PASS, _library("GradCAM"), score="finer"),
+    Method("fem", "FEM", ONE_PASS, _library("FEM"), gradients=False),
+    Method("randomcam", "RandomCAM", ONE_PASS, _library("RandomCAM"), gradients=False),
+    Method("shapleycam", "ShapleyCAM", ONE_PASS, _library("ShapleyCAM"), score="shapley", cost=COST_SECOND_ORDER),
+    Method("sobelcam", "SobelCAM", INPUT, "attnviz.core.input_maps:sobel", gradients=False),
+    Method("fullgrad", "FullGrad", INPUT, "attnviz.core.input_maps:fullgrad", cost=COST_FULL_BACKWARD),
+    Method("guidedbackprop", "Guided Backprop", INPUT, "attnviz.core.input_maps:guided_backprop",
+           cost=COST_FULL_BACKWARD),
+    Method("guidedgradcam", "Guided Grad-CAM", INPUT, "attnviz.core.input_maps:guided_gradcam",
+           cost=COST_FULL_BACKWARD),
     Method("rollout", "Attention rollout", ROLLOUT, "attnviz.core.transformers:rollout", gradients=False),
     Method("grad-rollout", "Grad-rollout", ROLLOUT, "attnviz.core.transformers:grad_rollout"),
     Method("scorecam", "Score-CAM", SLOW, _library("ScoreCAM"), gradients=False),
@@ -68,12 +99,22 @@ CATALOGUE: dict[str, Method] = {m.name: m for m in (
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 # The five methods the first engine shipped; `attnviz eval` scores these by default.
 CLASSIC_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam")
-KIND_HELP = {ONE_PASS: "One pass", ROLLOUT: "ViTs", SLOW: "slow (one forward per channel)"}
 
 
 def names(kind: str | None = None) -> tuple[str, ...]:
     """Method names in catalogue order, all or of one kind (read at call time, so an added entry shows)."""
     return tuple(n for n, m in CATALOGUE.items() if kind is None or m.kind == kind)
+
+
+def by_cost() -> dict[str, tuple[str, ...]]:
+    """Method names grouped by cost kind (in :data:`COSTS` order, catalogue order inside a group; empty groups
+    left out): how the page and ``--methods`` list them."""
+    groups = {cost: tuple(n for n, m in CATALOGUE.items() if m.cost_kind == cost) for cost in COSTS}
+    return {cost: group for cost, group in groups.items() if group}
+
+
+def cost(name: str) -> str:
+    return CATALOGUE[name].cost_kind
 
 
 def get(name: str) -> Method:
@@ -87,9 +128,15 @@ def title(name: str) -> str:
 
 
 def help_text() -> str:
-    """The ``--methods`` help: every method, grouped by kind."""
-    groups = [f"{KIND_HELP[kind]}: {', '.join(names(kind))}" for kind in KIND_HELP if names(kind)]
-    return f"comma-separated map methods (default {','.join(DEFAULT_METHODS)}). " + "; ".join(groups)
+    """The ``--methods`` help: every method, grouped by cost kind, each group with what it costs; the rollout
+    methods need a ViT/DeiT-style transformer."""
+    groups = [f"{cost} ({COST_HELP[cost]}): {', '.join(group)}" for cost, group in by_cost().items()]
+    return (f"comma-separated map methods (default {','.join(DEFAULT_METHODS)}), by cost beyond the one forward: "
+            + "; ".join(groups) + f". {', '.join(names(ROLLOUT))} need a ViT/DeiT-style transformer")
+
+
+# Other names users know a method by: Chefer, Gur & Wolf 2021's gradient-weighted relevance is grad-rollout.
+ALIASES = {"chefer": "grad-rollout", "chefer2021": "grad-rollout", "generic attention explainability": "grad-rollout"}
 
 
 def _key(name: str) -> str:
@@ -102,6 +149,7 @@ def check_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
         methods = [methods]
     keys = {_key(n): n for n in CATALOGUE}
     keys.update({_key(m.title): n for n, m in CATALOGUE.items()})
+    keys.update({_key(alias): n for alias, n in ALIASES.items() if n in CATALOGUE})
     out: list[str] = []
     for m in methods:
         name = keys.get(_key(m))

@@ -194,8 +194,8 @@ def parse_voc(source: str | os.PathLike | bytes, name: str = "") -> VocAnnotatio
         try:
             width = int(float(root.findtext("size/width", "0")))
             height = int(float(root.findtext("size/height", "0")))
-        except ValueError:
-            raise DatasetError(f"{label}: <size> holds something other than numbers.") from None
+        except (ValueError, OverflowError):   # OverflowError: "1e999" is a float, infinity, and no int
+            raise DatasetError(f"{label}: <size> holds something other than finite numbers.") from None
     boxes = []
     for k, obj in enumerate(root.iter("object"), start=1):
         if obj.find("bndbox") is None:

@@ -14,6 +14,8 @@ Sentences in results.md that state a finding are generated from these numbers an
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -78,12 +80,42 @@ def read_sanity_flags(path: Path) -> dict[tuple[str, str], float] | None:
     return None if sanity is None else sanity[0]
 
 
+def per_image_csv(result: dict) -> str:
+    """One row per image, model and map: whether the model was right, every metric, and the map's agreement
+    with the reference model's map of the same method (empty where there is none) — results.json's per-image
+    values, flat, for a spreadsheet."""
+    rows = result["models"] + result.get("replicates", [])
+    metrics = list(dict.fromkeys(k for r in rows for v in r["per_image"]["values"].values() for k in v))
+    agreement = list(dict.fromkeys(k for r in rows for v in r["per_image"].get("agreement", {}).values() for k in v))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "model", "map", "correct"] + metrics + [f"agreement_{k}" for k in agreement])
+    for row in rows:
+        per = row["per_image"]
+        for m, values in per["values"].items():
+            agree = per.get("agreement", {}).get(m, {})
+            for j, image in enumerate(result["ids"]):
+                cells = [values.get(k, [None] * len(result["ids"]))[j] for k in metrics]
+                agreed = [agree.get(k, [None] * len(result["ids"]))[j] for k in agreement]
+                if all(c is None for c in cells):
+                    continue
+                writer.writerow([image, row["model"], m, per["correct"][j]]
+                                + ["" if c is None else c for c in cells + agreed])
+    return buffer.getvalue()
+
+
+OUTPUT_FILES = ("results.json", "results.md", "results.png", "forest.png", "per_image.csv")   # write_outputs' files
+FOREST_METRICS = (("pointing_game", "Pointing game"), ("energy_pointing_game", "Energy pointing game"), ("iou", "IoU"))
+
+
 def write_outputs(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(dumps(result) + "\n")
+    (out / "per_image.csv").write_text(per_image_csv(result))
     flags, checked = read_sanity(out / "sanity.json") or (None, set())
     (out / "results.md").write_text(results_markdown(result, flags, checked))
     plot_results(result, out / "results.png")
+    plot_forest(result, out / "forest.png")
 
 
 # ---- results.md -------------------------------------------------------------------------------------------
@@ -155,5 +187,44 @@ def plot_results(result: dict, path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     if maps:
         fig.axes[0].legend(ncol=min(6, len(maps)), fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_forest(result: dict, path: Path) -> None:
+    """A forest plot: one row per model x map, its mean with the 95 % CI as a bar, one panel per localisation
+    metric, and the reference model's value for that map as a dashed line through the map's rows."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = result["models"]
+    maps = list(dict.fromkeys(m for r in rows for m in r["maps"] if m != REGION))
+    ref = next((r for r in rows if r["model"] == result.get("reference")), None)
+    lines = [(m, r) for m in maps for r in rows if m in r["maps"]]
+    fig = Figure(figsize=(11, 1.2 + 0.28 * max(1, len(lines))), dpi=100)
+    FigureCanvasAgg(fig)
+    for k, (key, title) in enumerate(FOREST_METRICS):
+        ax = fig.add_subplot(1, len(FOREST_METRICS), k + 1)
+        for y, (m, r) in enumerate(lines):
+            stat = r["maps"][m].get(key)
+            if not stat:
+                continue
+            lo, hi = stat.get("ci95") or [stat["mean"], stat["mean"]]
+            colour = "#555555" if ref is not None and r is ref else "#1f77b4"
+            ax.plot([lo, hi], [y, y], color=colour, linewidth=2)
+            ax.plot([stat["mean"]], [y], "o", color=colour, markersize=4)
+        for m in maps:
+            ys = [y for y, (mm, _) in enumerate(lines) if mm == m]
+            stat = (ref or {}).get("maps", {}).get(m, {}).get(key)
+            if stat and ys:
+                ax.plot([stat["mean"]] * 2, [min(ys) - 0.4, max(ys) + 0.4], "--", color="#d62728", linewidth=1)
+        ax.set_yticks(range(len(lines)), [f"{r['display_name']} · {_title(m)}" for m, r in lines] if k == 0
+                      else [""] * len(lines), fontsize=8)
+        ax.set_ylim(len(lines) - 0.5, -0.5)
+        ax.set_xlim(0, 1)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"Mean and 95 % bootstrap CI over {result['n']} images; dashed: "
+                 f"{(ref or {}).get('display_name', 'no reference')}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)

@@ -332,7 +332,10 @@ def results_markdown(result: dict, flags: dict[tuple[str, str], float] | None = 
         source = (f"{result['n']} benchmark scenes, data seed {result['seed']}, never used in training; "
                   f"synth v{result['synth_version']}")
     procs = result.get("processes", 1)
-    lines = [title, ""] + findings_section(result) + [
+    stopped = result.get("stopped")
+    note = ([f"**Stopped early:** {stopped['images_done']} of {stopped['images_total']} images were scored by "
+             "every model; the numbers below are over those images only.", ""] if stopped else [])
+    lines = [title, ""] + note + findings_section(result) + [
         f"Produced by `{result['command']}`"
         + "".join(f", then `{u}`" for u in result.get("updates", [])) + f" ({source}; {result['seconds'] / 60:.1f} min on {result['machine']}, "
         f"device {result.get('device', 'cpu')}" + (f", {procs} processes" if procs > 1 else "") + "). "

@@ -13,7 +13,7 @@ every ``world``-th image on its own device and rank 0 gathers the per-image numb
 the numbers do not depend on the number of processes. An image that cannot be read is reported and skipped.
 
 Files: ``results.json`` (settings, every per-image value rounded to 1e-6 and all statistics computed from
-those stored values, so they can be recomputed), ``results.md`` and ``results.png``
+those stored values, so they can be recomputed), ``results.md``, ``results.png`` and ``per_image.csv``
 (:mod:`attnviz.evaluation.report`). Training-seed replicates (zoo source "replicate") are kept in a separate
 "replicates" list of the same file.
 """
@@ -24,6 +24,7 @@ import platform
 import sys
 import time
 import zlib
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -33,12 +34,16 @@ import torch
 
 from attnviz.api import explain_batch
 from attnviz.core import distributed
+from attnviz.core.devices import use_threads
 from attnviz.core.engine import DEFAULT_BATCH_SIZE
 from attnviz.core.methods import CLASSIC_METHODS, check_methods
+from attnviz.core.specs import ModelSpec
 from attnviz.data import synth
-from attnviz.data.scenes import EVAL_SEED, cached_scenes
+from attnviz.data.scenes import EVAL_SEED
 from attnviz.errors import AttnvizError
+from attnviz.evaluation.hooks import EvalHooks, EvalProgress, Watch
 from attnviz.evaluation.scoring import REGION, ROAD_MAPS, ScoringCount, region_mask, score_chunk  # noqa: F401 (re-exported)
+from attnviz.evaluation.sources import FolderImages, SceneImages, open_images  # noqa: F401 (re-exported)
 from attnviz.zoo import registry as zoo
 
 DEFAULT_METHODS = tuple(CLASSIC_METHODS)
@@ -48,67 +53,6 @@ METRIC_KEYS = ("pointing_game", "energy_pointing_game", "iou", "deletion_auc", "
 SETTINGS = ("seed", "n", "road_scenes", "methods", "synth_version", "data", "localisation_only")
 REFERENCE = "baseline"   # agreement and paired differences are taken against this model when it can be used
 DIGITS = 6               # per-image values are stored (and summarised) rounded to this many decimals
-
-
-# ---- the images ---------------------------------------------------------------------------------------
-
-class SceneImages:
-    """Benchmark scenes: image ``i`` is scene ``i`` of the data seed, with its exact object mask."""
-
-    def __init__(self, n: int, seed: int, progress: bool) -> None:
-        self.scenes = cached_scenes(n, seed, synth.IMAGE_SIZE, progress=progress)
-        self.ids: list = list(range(n))
-        self.listing_skipped: list[dict] = []
-
-    def check(self, spec) -> None:
-        if tuple(spec.class_names) != tuple(synth.CLASS_NAMES):
-            raise AttnvizError(f"{spec.name} was not trained on the benchmark's classes; score it on your own "
-                               "images with --data DIR (DIR/<class>/<image> with masks or VOC boxes).")
-
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        return self.scenes.images[i], self.scenes.masks[i]
-
-    def label(self, i: int, spec) -> tuple[int | None, str]:
-        return int(self.scenes.labels[i]), ""
-
-    def object_area(self) -> float | None:
-        return float(self.scenes.masks.mean())
-
-
-class FolderImages:
-    """A dataset folder (:func:`attnviz.data.datasets.read_dataset`): labels are matched per model's class names."""
-
-    def __init__(self, root: Path, specs: Sequence, limit: int | None) -> None:
-        from attnviz.data.datasets import read_dataset
-
-        self.root = Path(root)
-        listings = {}
-        for spec in specs:
-            names = tuple(spec.class_names)
-            if names not in listings:
-                listings[names] = read_dataset(self.root, names)
-        first = next(iter(listings.values()))
-        self.items = list(first.items)[:limit] if limit else list(first.items)
-        self.labels = {names: {item.path: (item.label, item.label_reason) for item in ds.items}
-                       for names, ds in listings.items()}
-        self.ids = [item.path.relative_to(self.root).as_posix() for item in self.items]
-        self.listing_skipped = [{"image": str(s.path.relative_to(self.root)) if s.path.is_relative_to(self.root)
-                                 else str(s.path), "reason": s.reason} for s in first.skipped]
-        if not self.items:
-            raise AttnvizError(f"{self.root} holds no usable image (see the skipped files); the layout is "
-                               "DIR/<class>/<image> with <stem>_mask.png or <stem>.xml beside each image.")
-
-    def check(self, spec) -> None:
-        return None
-
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        return self.items[i].load()
-
-    def label(self, i: int, spec) -> tuple[int | None, str]:
-        return self.labels[tuple(spec.class_names)].get(self.items[i].path, (None, "not listed"))
-
-    def object_area(self) -> float | None:
-        return None
 
 
 # ---- scoring a shard of the images ---------------------------------------------------------------------
@@ -131,6 +75,7 @@ class _Plan:
     road_scenes: int
     batch_size: int
     faithfulness: bool
+    road_imputer: str = "torch"
 
 
 def _reference_maps(loaded: zoo.LoadedModel, images: list[np.ndarray], labels: list[int], methods, batch_size: int,
@@ -140,12 +85,55 @@ def _reference_maps(loaded: zoo.LoadedModel, images: list[np.ndarray], labels: l
     return [{m: e.cams[m].heatmap for m in methods} for e in es]
 
 
-def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = False,
+def _score_model(loaded: zoo.LoadedModel, images, decoded: dict, seeds: dict, ref_maps: dict, records: dict,
+                 plan: _Plan, count: ScoringCount) -> dict[int, dict[str, np.ndarray]] | None:
+    """One model's pass over a chunk's decoded images into ``records``; the maps when it is the reference."""
+    name, ref = loaded.spec.name, plan.reference
+    labelled = []
+    for i in decoded:
+        label, reason = images.label(i, loaded.spec)
+        if label is None:
+            records[i]["skipped"][name] = reason
+        else:
+            labelled.append((i, label))
+    if not labelled:
+        return None
+    compare = ref is not None and loaded is not ref and tuple(ref.spec.class_names) == tuple(loaded.spec.class_names)
+    scores, cams = score_chunk(
+        loaded, [decoded[i][0] for i, _ in labelled], [lab for _, lab in labelled],
+        [decoded[i][1] for i, _ in labelled], plan.methods,
+        road=[i < plan.road_scenes for i, _ in labelled], seeds=[seeds[i] for i, _ in labelled],
+        batch_size=plan.batch_size, reference=[ref_maps.get(i, {}) for i, _ in labelled] if compare else None,
+        faithfulness=plan.faithfulness, count=count, road_imputer=plan.road_imputer)
+    for (i, _), s in zip(labelled, scores):
+        records[i]["models"][name] = {"correct": bool(s.correct), "values": _rounded(s.values),
+                                      "agreement": _rounded(s.agreement)}
+    return {i: c for (i, _), c in zip(labelled, cams)} if loaded is ref else None
+
+
+def _decode_chunk(images, chunk: list[int], records: dict) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+    from tqdm import tqdm
+
+    decoded: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+    for i in chunk:
+        try:
+            decoded[i] = images.load(i)
+        except AttnvizError as exc:
+            records[i]["skipped"]["*"] = str(exc)
+            tqdm.write(f"skipped {images.ids[i]}: {exc}", file=sys.stderr)
+    return decoded
+
+
+
+
+def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = False, watch: Watch | None = None,
                 ) -> tuple[list[tuple[int, dict]], dict[str, ScoringCount]]:
     """Every model's numbers for the images ``indices`` (a rank's share): ``[(index, record)]`` and, per model,
     how many maps were scored.
 
     A record is ``{"models": {name: {"correct", "values", "agreement"}}, "skipped": {name or "*": reason}}``.
+    ``watch`` is called after every model's pass over a chunk; when it returns True the run stops there and
+    only the chunks every model finished are returned.
     """
     from tqdm import tqdm
 
@@ -153,19 +141,15 @@ def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = Fa
     ref = plan.reference
     order = sorted(plan.models, key=lambda m: m is not ref)   # the reference first: the others need its maps
     records: dict[int, dict] = {i: {"models": {}, "skipped": {}} for i in indices}
+    finished: list[int] = []
+    step = 0
     # one step per model per image: with two models, half of the images' work is "10/20", not "5/10 images"
     bar = tqdm(total=len(indices) * len(order), desc="eval", unit="step", disable=not progress, file=sys.stderr,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} image x model steps "
                           "[{elapsed}<{remaining}{postfix}]")
     for start in range(0, len(indices), plan.batch_size):
         chunk = list(indices[start:start + plan.batch_size])
-        decoded: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-        for i in chunk:
-            try:
-                decoded[i] = images.load(i)
-            except AttnvizError as exc:
-                records[i]["skipped"]["*"] = str(exc)
-                tqdm.write(f"skipped {images.ids[i]}: {exc}", file=sys.stderr)
+        decoded = _decode_chunk(images, chunk, records)
         # ROAD's imputation noise is seeded by the image's pixels: the same image gets the same noise whatever its
         # position, shard or batch (and a folder export of the scenes gets the scenes' numbers)
         seeds = {i: zlib.crc32(np.ascontiguousarray(image).tobytes()) for i, (image, _) in decoded.items()}
@@ -178,30 +162,17 @@ def score_shard(images, indices: Sequence[int], plan: _Plan, progress: bool = Fa
                                        plan.methods, plan.batch_size)
                 ref_maps = dict(zip(usable, maps))
         for k, loaded in enumerate(order):
-            name = loaded.spec.name
-            bar.set_postfix_str(f"model {k + 1}/{len(order)} {name}", refresh=False)
-            labelled = []
-            for i in decoded:
-                label, reason = images.label(i, loaded.spec)
-                if label is None:
-                    records[i]["skipped"][name] = reason
-                else:
-                    labelled.append((i, label))
-            if labelled:
-                compare = ref is not None and loaded is not ref and \
-                    tuple(ref.spec.class_names) == tuple(loaded.spec.class_names)
-                scores, cams = score_chunk(
-                    loaded, [decoded[i][0] for i, _ in labelled], [lab for _, lab in labelled],
-                    [decoded[i][1] for i, _ in labelled], plan.methods,
-                    road=[i < plan.road_scenes for i, _ in labelled], seeds=[seeds[i] for i, _ in labelled],
-                    batch_size=plan.batch_size, reference=[ref_maps.get(i, {}) for i, _ in labelled] if compare
-                    else None, faithfulness=plan.faithfulness, count=counts[name])
-                if loaded is ref:
-                    ref_maps = {i: c for (i, _), c in zip(labelled, cams)}
-                for (i, _), s in zip(labelled, scores):
-                    records[i]["models"][name] = {"correct": bool(s.correct), "values": _rounded(s.values),
-                                                  "agreement": _rounded(s.agreement)}
+            bar.set_postfix_str(f"model {k + 1}/{len(order)} {loaded.spec.name}", refresh=False)
+            cams = _score_model(loaded, images, decoded, seeds, ref_maps, records, plan, counts[loaded.spec.name])
+            if cams is not None:
+                ref_maps = cams
             bar.update(len(chunk))
+            step += 1
+            if k == len(order) - 1:
+                finished += chunk
+            if watch is not None and watch(step, loaded.spec.name, list(finished), records, counts):
+                bar.close()
+                return [(i, records[i]) for i in finished], counts
     bar.close()
     return [(i, records[i]) for i in indices], counts
 
@@ -271,48 +242,48 @@ def _reference_model(chosen: list[zoo.LoadedModel], images, device) -> zoo.Loade
     return next((m for m in chosen if m.spec.attention == "none"), None)
 
 
-def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: int | None = None,
+def run_eval(models: Sequence[str | ModelSpec] | None = None, n: int | None = None, seed: int | None = None,
              out: Path = Path("attnviz-eval"), progress: bool = True, methods: Sequence[str] | None = None,
              road_scenes: int = ROAD_SCENES, update: bool = False, *, data: str | Path | None = None,
              batch_size: int = DEFAULT_BATCH_SIZE, device: str | None = None, faithfulness: bool = True,
-             command: str | None = None) -> dict:
+             command: str | None = None, hooks: EvalHooks | None = None, unpack_to: Path | None = None,
+             threads: int | None = None, road_imputer: str = "torch") -> dict:
     """Evaluate ``models`` (default: the bundled zoo) and write results.{md,json,png} into ``out``.
 
     ``n``: benchmark scenes (default 200); with ``data`` at most that many images of the folder (default all).
+    ``data`` may be a folder or a ``.zip`` of one (:func:`attnviz.data.archive.extract_archive`).
     ``update`` keeps the other models' rows (and replicates) of an existing ``results.json`` made with the
     same settings, so one newly trained variant or replicate can be added without re-running the whole zoo.
     ``faithfulness=False`` skips deletion / insertion and ROAD (localisation and agreement only).
     Under torchrun every rank returns after the gather; only rank 0 writes files and gets the result.
     ``command``: the command line to record in results.md (the CLI passes its own; default: one rebuilt from
-    the arguments, ``--models`` included when given).
+    the arguments, ``--models`` included when given). ``hooks``: progress and stop for one process (the page).
+    ``unpack_to``: where a ``.zip`` is unpacked (the page keeps it in the tab's job folder to draw its images).
+    ``threads``: torch's CPU threads (default: torch's own, every core), recorded in results.md.
+    ``road_imputer``: ``"torch"`` (attnviz.metrics.imputation, on the models' device) or ``"library"``
+    (pytorch-grad-cam's, the reference; benchmarks/eval_cost.py compares the two).
     """
     from attnviz.evaluation.report import write_outputs
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    threads = use_threads(threads)
     if batch_size < 1:
         raise AttnvizError("--batch-size must be at least 1.")
     if data is not None and seed is not None:
         raise AttnvizError("--seed chooses benchmark scenes; it does not apply to --data.")
     methods = check_methods(methods or DEFAULT_METHODS)
-    names = list(dict.fromkeys(models)) if models else zoo.bundled()
+    names = list({(m.name if isinstance(m, ModelSpec) else m): m for m in models}.values()) if models \
+        else zoo.bundled()
     if not names:
         raise AttnvizError("No models to evaluate: the bundled weights are missing.")
     world = distributed.current()
     device = distributed.rank_device(device, world)
     seed = EVAL_SEED if seed is None else seed
-    with distributed.process_group(world, device):
+    data = None if data is None else Path(data)
+    with distributed.process_group(world, device), ExitStack() as stack:
         loaded = [zoo.load(name, device) for name in names]
         if world.distributed and not world.is_main:
             distributed.barrier(world)   # rank 0 lists the folder / generates the scenes (and their cache) first
-        if data is not None:
-            data = Path(data)
-            images = FolderImages(data, [m.spec for m in loaded], n)
-        else:
-            if n is None:
-                n = 200
-            if n < 1:
-                raise AttnvizError("--n must be at least 1.")
-            images = SceneImages(n, seed, progress and world.is_main)
+        images = open_images(data, n, seed, loaded, progress and world.is_main, stack, unpack_to)
         if world.distributed and world.is_main:
             distributed.barrier(world)
         for m in loaded:
@@ -320,18 +291,20 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
         n_images = len(images.ids)
         road_scenes = max(0, min(road_scenes, n_images)) if faithfulness else 0
         result = {
-            "command": command or _describe_command(n_images, road_scenes, seed, methods, data, models),
+            "command": command or _describe_command(n_images, road_scenes, seed, methods, data,
+                                                    [m.spec.name for m in loaded] if models else None),
             "seed": None if data is not None else seed, "n": n_images, "road_scenes": road_scenes,
             "methods": list(methods), "target": "the true class", "synth_version": synth.VERSION,
             "data": None if data is None else str(data), "localisation_only": not faithfulness,
-            "machine": f"{platform.machine()}, torch {torch.__version__}",
+            "machine": f"{platform.machine()}, torch {torch.__version__}, {threads} threads",
         }
         previous = _previous(out, result, images.ids) if update else None
         reference = _reference_model(loaded, images, device)
-        plan = _Plan(loaded, reference, methods, road_scenes, batch_size, faithfulness)
-        start = time.perf_counter()
+        plan = _Plan(loaded, reference, methods, road_scenes, batch_size, faithfulness, road_imputer)
+        names = [m.spec.name for m in loaded]
+        run = _Scoring(result, images, plan, names, previous, world.size)
         mine, counts = score_shard(images, [i for i, _ in distributed.shard(range(n_images), world)], plan,
-                                   progress=progress and world.is_main)
+                                   progress=progress and world.is_main, watch=run.watch(hooks))
         parts = distributed.gather((mine, counts), world)
         if not world.is_main:
             return {}
@@ -340,15 +313,67 @@ def run_eval(models: Sequence[str] | None = None, n: int | None = None, seed: in
         for _, part in parts:
             for name, c in part.items():
                 counts[name].add(c)
-    seconds = time.perf_counter() - start
-    _assemble(result, images, records, counts, loaded, reference, names, previous, seconds, batch_size, world.size)
+        done = sorted(i for p in parts for i, _ in p[0])
+        result = run.assemble(done, records, counts)
     write_outputs(result, out)
     total = ScoringCount()
     for c in counts.values():
         total.add(c)
-    _print_scoring(total, seconds)
-    print(f"eval: results in {out}/ (results.md, results.json, results.png)", file=sys.stderr)
+    _print_scoring(total, result["seconds"])
+    print(f"eval: results in {out}/ (results.md, results.json, results.png, per_image.csv, forest.png)",
+          file=sys.stderr)
     return result
+
+
+class _Scoring:
+    """One run's assembly of results.json from the images finished so far: at the end, or for a progress
+    report while the run goes on (:class:`EvalHooks`)."""
+
+    def __init__(self, result: dict, images, plan: _Plan, names: list[str], previous: dict | None,
+                 processes: int) -> None:
+        self.result, self.images, self.plan, self.names = result, images, plan, names
+        self.previous, self.processes = previous, processes
+        self.start = time.perf_counter()
+
+    def assemble(self, done: list[int], records: list[dict], counts: dict) -> dict:
+        result = dict(self.result)
+        total = len(self.images.ids)
+        if len(done) < total:
+            result["stopped"] = {"images_done": len(done), "images_total": total}
+            result["n"] = len(done)
+        _assemble(result, _Finished(self.images, done), records, counts, self.plan.models, self.plan.reference,
+                  self.names, self.previous, time.perf_counter() - self.start, self.plan.batch_size,
+                  self.processes)
+        return result
+
+    def watch(self, hooks: EvalHooks | None) -> Watch | None:
+        if hooks is None:
+            return None
+        total, steps = len(self.images.ids), 0
+
+        def watch(step: int, model: str, finished: list[int], records: dict, counts: dict) -> bool:
+            nonlocal steps
+            steps = steps or -(-total // self.plan.batch_size) * len(self.plan.models)
+            if hooks.on_progress is not None:
+                def partial() -> dict:
+                    return self.assemble(finished, [records[i] for i in finished], counts)
+                hooks.on_progress(EvalProgress(len(finished), total, step, steps, model,
+                                               time.perf_counter() - self.start, partial))
+            return hooks.stopping()
+
+        return watch
+
+
+class _Finished:
+    """The images a run finished, in index order, read as :func:`_assemble` reads the whole set."""
+
+    def __init__(self, images, done: list[int]) -> None:
+        self.ids = [images.ids[i] for i in done]
+        self.listing_skipped = images.listing_skipped
+        self.area = images.object_area(done) if len(done) < len(images.ids) else images.object_area()
+
+    def object_area(self) -> float | None:
+        return self.area
 
 
 def _assemble(result: dict, images, records: list, counts: dict, loaded: list, reference, names: list[str],

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
-from attnviz.core.devices import resolve_device
+from attnviz.core.devices import resolve_device, use_threads
 from attnviz.core.methods import check_methods
 from attnviz.errors import AttnvizError
 from attnviz.evaluation.sanity_checks import DEFAULT_N, FLAG_RULE, FLAG_SPEARMAN, RANDOMISATION_SEED, sanity_model
@@ -171,7 +170,7 @@ def plot_sanity(result: dict, path: Path) -> None:
 
 def run_sanity(models: Sequence[str] | None = None, n: int = DEFAULT_N, seed: int | None = None,
                methods: Sequence[str] | None = None, out: Path = Path("attnviz-sanity"), progress: bool = True,
-               device: str | None = None, command: str | None = None) -> dict:
+               device: str | None = None, command: str | None = None, threads: int | None = None) -> dict:
     """Sanity checks for bundled models on ``n`` benchmark scenes (eval data seed, true class); writes
     ``out/sanity.json``, ``out/sanity.md`` and ``out/sanity.png``."""
     from attnviz.core import methods as catalogue
@@ -179,7 +178,7 @@ def run_sanity(models: Sequence[str] | None = None, n: int = DEFAULT_N, seed: in
     from attnviz.data.scenes import EVAL_SEED, cached_scenes
     from attnviz.zoo import registry as zoo
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    use_threads(threads)                 # default: torch's own (every core)
     if n < 1:
         raise AttnvizError("--n must be at least 1.")
     names = list(models) if models else zoo.bundled()

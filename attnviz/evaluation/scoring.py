@@ -139,14 +139,15 @@ def _image_scores(e, label: int, maps: dict[str, np.ndarray], alias: dict[str, s
 def score_chunk(loaded: LoadedModel, images: Sequence[np.ndarray], labels: Sequence[int],
                 masks: Sequence[np.ndarray | None], methods: Sequence[str], *, road: Sequence[bool],
                 seeds: Sequence[int], batch_size: int, reference: Sequence[dict[str, np.ndarray]] | None = None,
-                faithfulness: bool = True, count: ScoringCount | None = None,
+                faithfulness: bool = True, count: ScoringCount | None = None, road_imputer: str = "torch",
                 ) -> tuple[list[ImageScores], list[dict[str, np.ndarray]]]:
     """Score ``images`` (uint8 RGB, any size; the model's resize + crop applies) for their true ``labels``.
 
     ``masks[i]``: the object's bool mask at the image's own size, or None (then no localisation). ``road[i]``:
     whether image ``i`` also gets ROAD, with imputation noise from ``seeds[i]`` (``attnviz eval`` uses a CRC-32
     of the image's pixels, so the noise does not depend on order, batch or shard). ``reference[i]``: the
-    reference model's CAMs of image ``i`` (agreement is computed against them). Returns the scores and each
+    reference model's CAMs of image ``i`` (agreement is computed against them). ``road_imputer``: see
+    :func:`attnviz.metrics.scores.road_scores_batch`. Returns the scores and each
     image's CAMs (to serve as the reference for the next models).
     """
     count = count if count is not None else ScoringCount()
@@ -181,7 +182,7 @@ def score_chunk(loaded: LoadedModel, images: Sequence[np.ndarray], labels: Seque
             if any(road_unique):
                 road_values = metrics.road_scores_batch(
                     loaded.model, x, [[per_image_maps[i][n] for n in names] for i, names in enumerate(road_unique)],
-                    labels, seeds=seeds)
+                    labels, seeds=seeds, imputer=road_imputer)
 
     out = [_image_scores(e, labels[i], per_image_maps[i], aliases[i], views[i], unique[i], road_unique[i],
                          faith[i], road_values[i], road[i] and faithfulness, faithfulness, methods,

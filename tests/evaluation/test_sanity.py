@@ -233,3 +233,18 @@ def test_findings_table_is_computed_from_the_result():
     assert ("* Grad-CAM: with every layer random its correlation drops (0.30); with only the classifier "
             "re-initialised it is 0.30, and a random target class gives 0.69.") in text
     assert "b/gradcam" in text
+
+
+def test_the_baselines_randomcam_and_sobelcam_are_flagged_and_gradcam_is_not():
+    """The sanity checks on two maps that cannot explain a class: SobelCAM (edges of the image; no model) and
+    RandomCAM (random channel weights, the same draw for every class). Both come out class-insensitive, and
+    SobelCAM keeps its structure when every layer is random; Grad-CAM on the same images is neither."""
+    loaded = zoo.load("baseline")
+    scenes = cached_scenes(2, EVAL_SEED, synth.IMAGE_SIZE)
+    x = loaded.spec.preprocess(scenes.images)
+    result = sanity_checks.sanity_model(loaded, x, [int(v) for v in scenes.labels], ["randomcam", "sobelcam", "gradcam"],
+                                        layer="layer3", class_names=loaded.spec.class_names)
+    blind = {m: result["random_target"][m]["class_insensitive"] for m in ("randomcam", "sobelcam", "gradcam")}
+    assert blind == {"randomcam": True, "sobelcam": True, "gradcam": False}
+    assert result["maps"]["sobelcam"]["keeps_structure"] and result["maps"]["sobelcam"]["spearman"][-1] == 1.0
+    assert not result["maps"]["gradcam"]["keeps_structure"]

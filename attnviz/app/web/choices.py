@@ -64,8 +64,17 @@ def architectures() -> list[str]:
 
 
 def method_choices() -> list[tuple[str, str]]:
-    """(title, name) of every catalogue method, in catalogue order: the page's CAM-method checkboxes."""
-    return [(catalogue.title(m), m) for m in catalogue.names()]
+    """(title, name) of every catalogue method, grouped by cost kind (cheapest first, catalogue order inside a
+    group): the page's CAM-method checkboxes; :func:`method_info` names the groups under them."""
+    return [(catalogue.title(m), m) for group in catalogue.by_cost().values() for m in group]
+
+
+def method_info() -> str:
+    """The line under the method checkboxes: each cost group with its methods, read from the catalogue."""
+    groups = [f"{cost} ({catalogue.COST_HELP[cost]}): {', '.join(catalogue.title(m) for m in group)}"
+              for cost, group in catalogue.by_cost().items()]
+    flows = ", ".join(catalogue.title(m) for m in catalogue.names(catalogue.ROLLOUT))
+    return "Cost beyond the one forward — " + "; ".join(groups) + f". {flows} need a ViT/DeiT-style transformer."
 
 
 def specs_for(names: Sequence[str], session: uploads.SessionModels | None) -> list[ModelSpec]:
@@ -118,7 +127,8 @@ def intro_markdown() -> str:
             "Grad-CAM-family heatmaps, and the maps each attention module computes. The bundled models were "
             "trained by attnviz with one recipe on a procedural benchmark of 11 shapes with known object masks, "
             "so heatmaps on the example scenes can be *scored*; on photos they can only say which shape a photo "
-            "resembles.")
+            "resembles. Which of the attention papers' claims hold on these models, each with its test, 95 % CI "
+            "and verdict: `docs/claims.md` (`attnviz claims` reruns them on your own models and images).")
 
 
 def _skimage_data_dir() -> Path | None:

@@ -4,7 +4,8 @@ The comparison is also the named API endpoint ``/compare`` (image in; grid, pred
 out), which goes through the same queue, concurrency limit and per-model locks as the page. The modules of
 this package each do one job: :mod:`.choices` (what the lists offer), :mod:`.components` (safe upload widget,
 errors), :mod:`.handlers` (events), :mod:`.views` (grid HTML, tables, status), :mod:`.downloads`,
-:mod:`.sessions` (per-tab checkpoints), :mod:`.memory`, :mod:`.assets` (CSS and scripts).
+:mod:`.sessions` (per-tab checkpoints), :mod:`.memory`, :mod:`.assets` (CSS and scripts). The Data set tab is
+the package :mod:`.dataset` (its own widgets, handlers, views and jobs), sharing the model and method choices.
 """
 from __future__ import annotations
 
@@ -21,10 +22,17 @@ from attnviz.app.web import sessions as uploads  # noqa: E402
 from attnviz.app.web.assets import CSS, DARK_JS, GRID_ZOOM_JS, SHOW_RESULTS_JS  # noqa: E402
 from attnviz.app.web.choices import intro_markdown, method_choices, model_choices  # noqa: E402, F401
 from attnviz.app.web.components import SafeImage  # noqa: E402
+from attnviz.app.web.dataset import handlers as dataset_handlers  # noqa: E402
+from attnviz.app.web.dataset import tab as dataset_tab  # noqa: E402
+from attnviz.app.web.dataset import widgets as dataset_widgets  # noqa: E402
 from attnviz.core.methods import DEFAULT_METHODS  # noqa: E402
 from attnviz.zoo.registry import default_models  # noqa: E402
 
 CONCURRENCY = int(os.environ.get("ATTNVIZ_CONCURRENCY", "2"))
+# Requests waiting beyond the CONCURRENCY running ones; one more is refused at once (HTTP 503): the page shows
+# Gradio's "This application is currently busy. Please try again.", gradio_client raises QueueError
+# ("Queue is full! Please try again."). benchmarks/load.py measures it.
+QUEUE_SIZE = int(os.environ.get("ATTNVIZ_QUEUE_SIZE", "64"))
 # Gradio refuses larger uploads before they reach us (checkpoints can be ~100 MB; images are further
 # capped at images.MAX_UPLOAD_BYTES by the decoder).
 DEFAULT_MAX_UPLOAD_MB = 200
@@ -84,8 +92,8 @@ def _wire_results(op: widgets.OptionsPanel, rp: widgets.ResultsPanel, ap: widget
                        api_visibility="private", trigger_mode="always_last", show_progress="hidden")
 
 
-def _wire_checkpoints(cp: widgets.CheckpointPanel, op: widgets.OptionsPanel, states: dict) -> None:
-    cp.load.click(handlers.on_load_checkpoint, [cp.file, cp.arch, cp.classes, op.models, states["session"]],
+def _wire_checkpoints(cp: widgets.CheckpointPanel, op: widgets.OptionsPanel, states: dict):
+    loaded = cp.load.click(handlers.on_load_checkpoint, [cp.file, cp.arch, cp.classes, op.models, states["session"]],
                   [op.models, cp.status, states["session"]], api_name="load_checkpoint",
                   concurrency_id="compare", concurrency_limit=CONCURRENCY)
     cp.box.expand(handlers.on_checkpoint_panel_open, None, cp.arch, api_visibility="private",
@@ -96,6 +104,7 @@ def _wire_checkpoints(cp: widgets.CheckpointPanel, op: widgets.OptionsPanel, sta
                       queue=False)
     cp.convert.click(handlers.on_convert_checkpoint, [cp.file, cp.arch], cp.out, api_visibility="private",
                      concurrency_id="compare", concurrency_limit=CONCURRENCY)
+    return loaded
 
 
 def _public_api(selection: list[str], session_state: gr.State) -> None:
@@ -124,23 +133,31 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
                   "box": gr.State(None), "picker": gr.State(None),
                   "session": gr.State(None, time_to_live=uploads.SESSION_TTL_S, delete_callback=uploads.release_state),
                   "dark": gr.Checkbox(False, visible=False, elem_id="dark-mode")}
-        with gr.Row():
-            with gr.Column(scale=1, min_width=300):
-                ip = widgets.input_panel()
-            with gr.Column(scale=1, min_width=300):
-                op = widgets.options_panel(offered, selection, ip.image)
-                widgets.not_downloaded_panel()
-                cp = widgets.checkpoint_panel()
-        rp, ap = widgets.results_panel(GRID_ZOOM_JS)
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=300):
+                        ip = widgets.input_panel()
+                    with gr.Column(scale=1, min_width=300):
+                        op = widgets.options_panel(offered, selection, ip.image)
+                        widgets.not_downloaded_panel()
+                        cp = widgets.checkpoint_panel()
+                rp, ap = widgets.results_panel(GRID_ZOOM_JS)
+            with gr.Tab("Data set", id="dataset", elem_id="tab-dataset"):
+                dp = dataset_widgets.dataset_panel(offered, selection)
         app.load(None, None, states["dark"], js=DARK_JS)
         _wire_inputs(ip, op, states)
         _wire_compare(ip, op, rp, ap, states)
         _wire_results(op, rp, ap, states)
-        _wire_checkpoints(cp, op, states)
+        loaded = _wire_checkpoints(cp, op, states)
+        dataset_tab.wire(dp, tabs, ip.image, op.models, op.methods, states["session"])
+        dataset_tab.refresh_models(loaded, dp, states["session"])
+        app.unload(dataset_handlers.unloader())
         app.unload(handlers.unloader(app))
         _public_api(selection, states["session"])
+        dataset_tab.public_api(states["session"])
     uploads.attach(app)   # every file a tab uploads or is served goes when the tab goes
-    app.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
+    app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app
 
 

@@ -109,9 +109,7 @@ def options_panel(model_list: list[tuple[str, str]], selection: list[str], image
     run_message = gr.Markdown("", visible=False, elem_id="run-message")   # why the last Compare was refused
     examples_panel(image)
     methods = gr.CheckboxGroup(choices.method_choices(), value=list(DEFAULT_METHODS), label="CAM methods",
-                               elem_id="cam-methods",
-                               info="Score- and Ablation-CAM are slow (many forward passes); rollout and "
-                                    "grad-rollout need a ViT/DeiT-style transformer.")
+                               elem_id="cam-methods", info=choices.method_info())
     with gr.Row():
         # min_width: on a phone the two boxes stack instead of cutting their values short
         target = gr.Dropdown(choices.target_choices(), value=choices.TOP1, label="Target class",

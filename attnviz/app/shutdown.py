@@ -1,0 +1,48 @@
+"""``attnviz serve`` ends cleanly on SIGTERM as on Ctrl-C: the server is closed and the command returns 0.
+
+``docker stop`` / ``podman stop`` send SIGTERM to the container's PID 1, and the kernel drops any signal for
+which PID 1 has installed no handler: the server kept serving, the runtime waited its grace period (10 s) and
+then killed it (exit 137). Gradio's own main loop only reacts to KeyboardInterrupt, and only while it sleeps
+in that loop; a signal that lands a moment earlier (the port answers before ``launch`` returns) escaped as an
+interrupt. So the server is started without Gradio's loop and this module waits for the signal itself.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Callable, Protocol
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+POLL_S = 0.2   # how often the wait wakes to notice a signal: the latency of a stop
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+def serve_until_stopped(start: Callable[[], Closeable]) -> int:
+    """Run ``start()`` (which must return at once, the server running in threads), wait for SIGTERM or SIGINT,
+    close the server; 0. Off the main thread (an embedding program) no handler can be installed: the caller's
+    signals are left alone and this returns when ``start`` does."""
+    if threading.current_thread() is not threading.main_thread():
+        start()
+        return 0
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        server = start()
+        while not stop.wait(POLL_S):
+            pass
+        print(f"attnviz: {signal.Signals(received[0]).name} received, closing the server", file=sys.stderr)
+        server.close()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0
