@@ -14,7 +14,7 @@ from conftest import PROJECT_ROOT
 sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 import load  # noqa: E402
 
-# slow until it has been seen passing: written while the machine had no CPU to spare (BENCHMARKS.md, issue 29)
+# a server start and ~20 requests: about a minute on two busy cores, so it runs with the slow suite
 pytestmark = pytest.mark.slow
 
 MODELS, METHODS = "baseline,se", "gradcam"
