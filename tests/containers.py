@@ -35,6 +35,7 @@ default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 runtime = "runc"
 """
 PULL_TIMEOUT_S = 90
+INFO_TIMEOUT_S = 300   # podman's first `info` sets up its storage; on a starved machine that took over 60 s
 STAND_IN_LABEL = "attnviz.stand-in"   # marks the base image this harness made, so a later run removes it
 
 
@@ -92,7 +93,7 @@ def _docker_daemon_answers() -> bool:
     if not shutil.which("docker"):
         return False
     try:
-        return run(["docker", "info"], timeout=60).returncode == 0
+        return run(["docker", "info"], timeout=INFO_TIMEOUT_S).returncode == 0
     except subprocess.TimeoutExpired:   # a client with no daemon behind it may wait instead of failing
         return False
 
@@ -109,8 +110,12 @@ def find_engine(workdir: Path) -> Engine:
     conf = workdir / "containers.conf"
     conf.write_text(CONTAINERS_CONF)
     engine = Engine("podman", env=dict(os.environ, CONTAINERS_CONF=str(conf)), workdir=workdir)
-    if engine("info", timeout=60).returncode != 0:
-        raise Unavailable(f"podman info fails: {engine('info', timeout=60).stderr.strip()[-500:]}")
+    try:
+        info = engine("info", timeout=INFO_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise Unavailable(f"podman info gave no answer within {INFO_TIMEOUT_S} s") from None
+    if info.returncode != 0:
+        raise Unavailable(f"podman info fails: {info.stderr.strip()[-500:]}")
     return engine
 
 

@@ -214,25 +214,22 @@ def test_read_models_file_fuzz(data, workdir, memory_bound):
 
 # ---- every crash found, kept -----------------------------------------------------------------------------------
 
-def _regressions(parser: str) -> list[Path]:
-    return sorted((REGRESSIONS / parser).glob("*")) if (REGRESSIONS / parser).is_dir() else []
+def _regressions() -> list[tuple[str, Path]]:
+    """(parser, input file) for every file under regressions/<parser>/."""
+    return [(folder.name, path) for folder in sorted(REGRESSIONS.iterdir()) if folder.is_dir()
+            for path in sorted(folder.iterdir())]
 
 
-@pytest.mark.parametrize("path", _regressions("decode_image"), ids=lambda p: p.name)
-def test_decode_image_regressions(path):
-    check_decode_image(path.read_bytes())
-
-
-@pytest.mark.parametrize("path", _regressions("read_checkpoint"), ids=lambda p: p.name)
-def test_read_checkpoint_regressions(path, workdir):
-    check_checkpoint(path.read_bytes(), workdir, path.suffix if path.suffix in CHECKPOINT_SUFFIXES else ".pth")
-
-
-@pytest.mark.parametrize("path", _regressions("parse_voc"), ids=lambda p: p.name)
-def test_parse_voc_regressions(path):
-    check_voc(path.read_bytes(), (32, 48))
-
-
-@pytest.mark.parametrize("path", _regressions("read_models_file"), ids=lambda p: p.name)
-def test_read_models_file_regressions(path, workdir):
-    check_models_file(path.read_bytes(), workdir)
+@pytest.mark.parametrize("parser, path", _regressions(), ids=lambda v: v.name if isinstance(v, Path) else v)
+def test_regression_inputs(parser, path, workdir):
+    data = path.read_bytes()
+    if parser == "decode_image":
+        check_decode_image(data)
+    elif parser == "read_checkpoint":
+        check_checkpoint(data, workdir, path.suffix if path.suffix in CHECKPOINT_SUFFIXES else ".pth")
+    elif parser == "parse_voc":
+        check_voc(data, (32, 48))
+    elif parser == "read_models_file":
+        check_models_file(data, workdir)
+    else:
+        pytest.fail(f"regressions/{parser}/: no such parser here")

@@ -42,6 +42,7 @@ def engine():
     try:
         found = containers.find_engine(workdir)
     except containers.Unavailable as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
         if os.environ.get("CI", "").lower() in ("1", "true"):
             pytest.fail(f"CI: the Docker-image tests cannot run: {exc}")
         pytest.skip(f"Docker-image tests skipped: {exc}")
@@ -58,9 +59,19 @@ def engine():
     (output / "docker_image.json").write_text(json.dumps(FIGURES, indent=2) + "\n")
 
 
+_FAILED: list[str] = []   # a module fixture that failed once: the other tests stop at once with its reason
+
+
+def _once(reason: str) -> None:
+    _FAILED.append(reason)
+    pytest.fail(reason, pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def image(engine) -> str:
     """The image, built once for the module: its build log is kept for the torch record test."""
+    if _FAILED:
+        pytest.fail(f"(as before) {_FAILED[0]}", pytrace=False)
     stand_in = containers.ensure_base(engine, engine.workdir)
     index = containers.torch_index()
     FIGURES.update({"stand_in_base": stand_in, "torch_index": index or containers.CPU_INDEX})
@@ -72,7 +83,8 @@ def image(engine) -> str:
     result = engine(*containers.build_command(engine, TAG, stand_in, index), timeout=1800)
     FIGURES["build_s"] = round(time.perf_counter() - start, 1)
     engine.build_log = result.stdout + result.stderr
-    assert result.returncode == 0, engine.build_log[-5000:]
+    if result.returncode != 0:
+        _once(f"the build failed:\n{engine.build_log[-5000:]}")
     FIGURES["image_bytes"] = int(engine("image", "inspect", "--format", "{{.Size}}", TAG).stdout.strip())
     return TAG
 

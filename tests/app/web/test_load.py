@@ -14,6 +14,9 @@ from conftest import PROJECT_ROOT
 sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 import load  # noqa: E402
 
+# a server start and ~20 requests: about a minute on two busy cores, so it runs with the slow suite
+pytestmark = pytest.mark.slow
+
 MODELS, METHODS = "baseline,se", "gradcam"
 
 
