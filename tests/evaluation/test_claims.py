@@ -289,6 +289,14 @@ def test_docs_claims_md_is_its_json_rendered():
             assert row["verdict"] == C.verdict(d.lo, d.hi, row["threshold"], d.n)
 
 
+def test_readme_opening_states_the_headline_of_docs_claims():
+    from attnviz.evaluation.claims.markdown import headline
+
+    doc = json.loads((ROOT / "docs" / "claims.json").read_text())
+    opening = (ROOT / "README.md").read_text().split("## ", 1)[0]
+    assert headline(doc) in opening and "docs/claims.md" in opening
+
+
 def test_stage_keys_resolve_to_the_shallowest_and_deepest_stage_that_has_the_value():
     run = {"measured": {"stages": ["layer1", "layer2", "layer3"],
                         "values": {"stage_epg:layer2": [0.1], "stage_epg:layer3": [0.3]}}}
