@@ -23,7 +23,7 @@ class Closeable(Protocol):
 
 def serve_until_stopped(start: Callable[[], Closeable]) -> int:
     """Run ``start()`` (which must return at once, the server running in threads), wait for SIGTERM or SIGINT,
-    close the server; 0. Off the main thread (an embedding program) no handler can be installed: the caller's
+    close the server; 0. A ``start`` that returns no server has nothing to wait for: 0 at once. Off the main thread (an embedding program) no handler can be installed: the caller's
     signals are left alone and this returns when ``start`` does."""
     if threading.current_thread() is not threading.main_thread():
         start()
@@ -38,6 +38,8 @@ def serve_until_stopped(start: Callable[[], Closeable]) -> int:
     previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     try:
         server = start()
+        if server is None:        # the launcher ran its own loop to the end (or started nothing): no wait
+            return 0
         while not stop.wait(POLL_S):
             pass
         print(f"attnviz: {signal.Signals(received[0]).name} received, closing the server", file=sys.stderr)

@@ -211,7 +211,8 @@ def test_serve_refuses_an_absent_device_before_starting_and_sets_the_pages_devic
     assert started == []                                             # the page never started: no port was bound
     assert cli.main(["serve", "--device", "cpu", "--port", "7999"]) == 0
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
-    assert started == [({"host": host, "port": 7999, "models": None, "share": False}, "cpu")]
+    assert started == [({"host": host, "port": 7999, "models": None, "share": False, "prevent_thread_lock": True},
+                         "cpu")]
 
 
 def test_app_py_with_an_absent_device_exits_2_with_one_line():
