@@ -30,6 +30,7 @@ from attnviz.metrics import scores as metrics
 from attnviz.metrics.agreement import map_agreement
 from attnviz.metrics.localisation import OWN_MAP, mask_for_view
 from attnviz.zoo import registry as zoo
+from attnviz.zoo.files import sha256_file
 
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "eval_main_reference.json"
 
@@ -203,7 +204,7 @@ def _fake_replicates(folder: Path) -> list[str]:
             path = folder / f"{name}.safetensors"
             save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
             (folder / f"{name}.json").write_text(json.dumps({
-                **card, "name": name, "replicate_of": base, "sha256": zoo.sha256_file(path),
+                **card, "name": name, "replicate_of": base, "sha256": sha256_file(path),
                 "recipe": {**card["recipe"], "torch_seed": seed}, "test_accuracy": 0.1}))
             names.append(name)
     return names

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from attnviz.zoo import registry as zoo
+from attnviz.zoo.files import sha256_file
 
 CARDS = sorted(zoo.REPLICATES_DIR.glob("*.json"))
 
@@ -26,7 +27,7 @@ def test_only_the_training_seed_differs_and_the_weights_match_the_card(card_path
     assert card["name"] == f"{card['replicate_of']}_seed{card['recipe']['torch_seed']}"
     assert (card["architecture"], card["attention"]) == (bundled["architecture"], bundled["attention"])
     weights = card_path.with_suffix(".safetensors")
-    assert zoo.sha256_file(weights) == card["sha256"]
+    assert sha256_file(weights) == card["sha256"]
     assert card["test_accuracy"] >= 0.95                      # the zoo's bar holds for every run, not just seed 0
 
 
