@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 POLL_S = 0.2   # how often the wait wakes to notice a signal: the latency of a stop
+WARM_UP_JOIN_S = 60.0   # the longest a stop waits for the page's warm-up thread (it loads the default models)
 
 
 class Closeable(Protocol):
@@ -44,6 +45,9 @@ def serve_until_stopped(start: Callable[[], Closeable]) -> int:
             pass
         print(f"attnviz: {signal.Signals(received[0]).name} received, closing the server", file=sys.stderr)
         server.close()
+        warm_up = getattr(server, "warm_up", None)   # a start-up thread still loading torch code: let it finish,
+        if warm_up is not None:                      # an interpreter exit in the middle of it aborts (SIGABRT)
+            warm_up.join(WARM_UP_JOIN_S)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

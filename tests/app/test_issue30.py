@@ -53,7 +53,7 @@ def test_page_refusals_return_one_line_and_leave_the_results_alone(image, models
 
 def test_a_comparison_after_a_refusal_hides_the_refusal_line():
     out = _page_compare(str(SCENE), ["baseline"], ["gradcam"])
-    assert out[-1]["visible"] is False and "models" in out[1]
+    assert out[-1]["visible"] is False and "1 model**" in out[1]
 
 
 # ---- 3. mixed kinds: rollout for the ViT, an explained n/a for the CNN --------------------------------------
@@ -230,7 +230,7 @@ def test_eval_counts_steps_across_models_says_where_it_wrote_and_road_off(tmp_pa
              progress=True)
     err = capsys.readouterr().err
     assert "6/6 image x model steps" in err and "/3 images" not in err
-    assert err.rstrip().splitlines()[-1] == f"eval: results in {out}/ (results.md, results.json, results.png)"
+    assert err.rstrip().splitlines()[-1] == f"eval: results in {out}/ (results.md, results.json, results.png, per_image.csv, forest.png)"
     text = (out / "results.md").read_text()
     assert "ROAD: off." in text and "first 0 images" not in text
 

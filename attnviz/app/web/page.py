@@ -194,7 +194,9 @@ def launch(host: str | None = None, port: int | None = None, models: list[str] |
                share=share, prevent_thread_lock=True, max_file_size=max_upload_bytes(),
                theme=theme(), css=CSS, footer_links=["api"], show_error=True, ssr_mode=False, quiet=False,
                state_session_capacity=SESSION_CAPACITY)
-    threading.Thread(target=_warm_up, args=(models or default_models(),), name="attnviz-warm-up", daemon=True).start()
+    app.warm_up = threading.Thread(target=_warm_up, args=(models or default_models(),), name="attnviz-warm-up",
+                                   daemon=True)
+    app.warm_up.start()   # serve_until_stopped joins it: exiting inside torch's import aborts the process
     if not prevent_thread_lock:
         app.block_thread()
     return app
