@@ -259,9 +259,8 @@ def run_eval(models: Sequence[str | ModelSpec] | None = None, n: int | None = No
     ``command``: the command line to record in results.md (the CLI passes its own; default: one rebuilt from
     the arguments, ``--models`` included when given). ``hooks``: progress and stop for one process (the page).
     ``unpack_to``: where a ``.zip`` is unpacked (the page keeps it in the tab's job folder to draw its images).
-    ``threads``: torch's CPU threads (default: torch's own, every core), recorded in results.md.
-    ``road_imputer``: ``"torch"`` (attnviz.metrics.imputation, on the models' device) or ``"library"``
-    (pytorch-grad-cam's, the reference; benchmarks/eval_cost.py compares the two).
+    ``threads``: torch's CPU threads (default torch's own), recorded in results.md. ``road_imputer``: ``"torch"``
+    (attnviz.metrics.imputation) or ``"library"`` (pytorch-grad-cam's reference; benchmarks/eval_cost.py).
     """
     from attnviz.evaluation.report import write_outputs
 

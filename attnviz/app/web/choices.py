@@ -127,8 +127,11 @@ def intro_markdown() -> str:
             "Grad-CAM-family heatmaps, and the maps each attention module computes. The bundled models were "
             "trained by attnviz with one recipe on a procedural benchmark of 11 shapes with known object masks, "
             "so heatmaps on the example scenes can be *scored*; on photos they can only say which shape a photo "
-            "resembles. Which of the attention papers' claims hold on these models, each with its test, 95 % CI "
-            "and verdict: `docs/claims.md` (`attnviz claims` reruns them on your own models and images).")
+            "resembles.")
+
+
+CLAIMS_LINE = ("Which of the attention papers' claims hold on these models, each with its test, 95 % CI and verdict: "
+               "`docs/claims.md` (`attnviz claims` reruns them on your own models and images).")
 
 
 def _skimage_data_dir() -> Path | None:

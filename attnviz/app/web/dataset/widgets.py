@@ -60,7 +60,7 @@ def dataset_panel(model_list: list[tuple[str, str]], selection: list[str]) -> Da
                 "masks or boxes and agreement with the baseline's maps, each with a 95 % bootstrap CI, paired "
                 "differences from the baseline, and the images where a variant's map differs most from the "
                 f"baseline's. At most {settings.max_images()} images per job and {settings.max_jobs()} job(s) at "
-                "once on this server.", elem_id="ds-intro")
+                f"once on this server. {choices.CLAIMS_LINE}", elem_id="ds-intro")
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             source, n, seed, archive, folder = _data_inputs()
