@@ -6,6 +6,10 @@ every sample its own exact gradient at the CAM layer(s); every one-pass method o
 Attention maps are recorded by gate hooks during the same forward. The model's lock is held while hooks are
 attached, so concurrent requests never mix. Resolving names to models is :mod:`attnviz.api`'s job; everything
 returned is CPU numpy.
+
+Longer than 450 lines: the plan (which methods a model computes, and which it cannot), the locked pass and the
+assembly of one chunk share the ``_Plan`` / ``_Pass`` records, and this round added input-resolution maps and
+per-model applicability to all three; the plan is the part to move into its own module next.
 """
 from __future__ import annotations
 
