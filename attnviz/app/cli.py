@@ -410,6 +410,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _scored_images_options(p: argparse.ArgumentParser, *, n_help: str) -> None:
+    """The images eval and claims score and the models they come from: one wording for both commands."""
+    _models_file_option(p)
+    p.add_argument("--data", default=None, help="score DIR/<class>/<image> files with <stem>_mask.png or VOC "
+                                                "<stem>.xml ground truth instead of the benchmark scenes; DIR may "
+                                                "be a .zip of that layout (unpacked safely into a temporary folder)")
+    _add_checkpoint_options(p)
+    p.add_argument("--n", "--n-images", dest="n", type=int, default=None, help=n_help)
+
+
+def _pass_options(p: argparse.ArgumentParser) -> None:
+    """How the scoring passes run (eval, claims)."""
+    p.add_argument("--batch-size", type=int, default=32, help="images per model pass (default 32)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="localisation and faithfulness metrics on held-out scenes or your own images",
                        description="Scores every CAM method's map (and each attention module's own map) for the "
@@ -421,23 +437,17 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", type=_csv, default=None,
                    help="comma-separated (default: the --models-file models, else the bundled zoo); training-seed "
                         "replicates such as se_seed1 go into the file's replicates list")
-    _models_file_option(p)
     p.add_argument("--methods", type=_csv, default=None, help="CAM methods (default: the five classic one-pass "
                                                               "methods)")
-    p.add_argument("--data", default=None, help="score DIR/<class>/<image> files with <stem>_mask.png or VOC "
-                                                "<stem>.xml ground truth instead of the benchmark scenes; DIR may "
-                                                "be a .zip of that layout (unpacked safely into a temporary folder)")
-    _add_checkpoint_options(p)
-    p.add_argument("--n", "--n-images", dest="n", type=int, default=None,
-                   help="benchmark scenes (default 200); with --data at most N images (default all). Under torchrun "
-                        "write --n-images: torchrun takes --n for an abbreviation of its own --nnodes")
+    _scored_images_options(p, n_help="benchmark scenes (default 200); with --data at most N images (default all). "
+                                     "Under torchrun write --n-images: torchrun takes --n for an abbreviation of "
+                                     "its own --nnodes")
     p.add_argument("--road", type=int, default=None,
                    help="the first N images also get ROAD (default 30; its imputation is the costliest metric)")
     p.add_argument("--seed", type=int, default=None, help="data seed of the benchmark scenes (default: the eval seed)")
     p.add_argument("--localisation-only", action="store_true",
                    help="skip deletion / insertion and ROAD (their perturbed copies are most of the cost)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per model pass (default 32)")
-    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
+    _pass_options(p)
     p.add_argument("--out", default=EVAL_OUT, metavar="DIR",
                    help=f"folder for results.json, results.md and results.png (default: ./{EVAL_OUT}; the shipped "
                         "results are in docs/)")
@@ -459,16 +469,11 @@ def _add_claims(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", type=_csv, default=None,
                    help="comma-separated (default: every model of results.json, else the bundled zoo); their "
                         "training-seed replicates join")
-    _models_file_option(p)
-    p.add_argument("--data", default=None, help="DIR/<class>/<image> files with <stem>_mask.png or VOC <stem>.xml "
-                                                "ground truth instead of the benchmark scenes")
-    _add_checkpoint_options(p)
-    p.add_argument("--n", "--n-images", dest="n", type=int, default=None,
-                   help="images when eval runs first: benchmark scenes (default 200), or at most N of --data")
+    _scored_images_options(p, n_help="images when eval runs first: benchmark scenes (default 200), or at most N "
+                                     "of --data")
     p.add_argument("--results", default=None, metavar="FILE",
                    help="the results.json to read (default: OUT/results.json, made by eval when absent)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per model pass (default 32)")
-    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    _pass_options(p)
     p.add_argument("--out", default=CLAIMS_OUT, metavar="DIR",
                    help=f"folder for claims.json and claims.md (default: ./{CLAIMS_OUT}; the shipped ones are in "
                         "docs/)")
