@@ -10,4 +10,4 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from attnviz.app.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["serve"]))
+    sys.exit(main(["serve"], process_entry=True))   # a stopped server ends the process at once

@@ -540,11 +540,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, process_entry: bool | None = None) -> int:
+    """The ``attnviz`` command. ``process_entry`` (default: ``argv is None``, the console script): this call is the
+    whole process, so a stopped ``serve`` ends it at once (:func:`attnviz.app.shutdown.exit_now`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     given = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(given)
     args.command_line = shlex.join(["attnviz", *given])   # recorded in results.md / sanity.md as typed
+    code = _run(args)
+    if args.command == "serve" and (argv is None if process_entry is None else process_entry):
+        from attnviz.app.shutdown import exit_now
+
+        exit_now(code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except AttnvizError as exc:

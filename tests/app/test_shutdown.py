@@ -55,3 +55,19 @@ def test_app_py_exits_0_on_sigterm():
         proc.kill()
     assert proc.returncode == 0, err[-2000:]
     assert "SIGTERM received, closing the server" in err and "Traceback" not in err, err[-2000:]
+
+
+def test_exit_now_runs_the_exit_handlers_and_flushes_before_ending(tmp_path):
+    """The fast exit after a stop skips only module teardown: atexit handlers (Gradio's cache sweep) still run,
+    buffered output still arrives, and the status is the server's."""
+    marker = tmp_path / "swept"
+    script = ("import atexit, sys\n"
+              "from pathlib import Path\n"
+              "from attnviz.app.shutdown import exit_now\n"
+              f"atexit.register(Path({str(marker)!r}).write_text, 'yes')\n"
+              "sys.stdout.write('buffered line')\n"
+              "exit_now(3)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "buffered line" and marker.read_text() == "yes"
