@@ -1,4 +1,5 @@
-"""Hypothesis strategies for the parsers that take a stranger's bytes: images, checkpoints, VOC XML, models files.
+"""Hypothesis strategies for the parsers that take a stranger's bytes: images, checkpoints, VOC XML, models files,
+data-set archives.
 
 Each strategy mixes three kinds of input: raw bytes; valid files of the format, generated; and those valid files
 mutated (bytes flipped, cut short, spliced, header fields set to huge values), which is where parsers break.
@@ -9,6 +10,8 @@ import io
 import json
 import pickle
 import struct
+import warnings
+import zipfile
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -199,3 +202,30 @@ def models_toml(draw) -> str:
 def models_file_bytes() -> st.SearchStrategy[bytes]:
     return st.one_of(st.binary(max_size=256), models_toml().map(str.encode),
                      models_toml().map(str.encode).flatmap(mutated))
+
+
+# A data-set archive's member names: the exported layout, and the names an attacker writes.
+MEMBER_NAMES = ("circle/a.png", "circle/a_mask.png", "square/b.jpg", "square/b.xml", "wrap/circle/c.png",
+                "../up.png", "/abs.png", "a/../../b.png", "C:/win.png", "c\\back.png", "circle/inner.zip",
+                "circle/", "x" * 300 + ".png", "circle/a.png")
+
+
+@st.composite
+def archive_bytes_valid(draw) -> bytes:
+    """A zip of up to six members (images, masks, XML, junk) under the names above or random ones."""
+    buffer = io.BytesIO()
+    method = draw(st.sampled_from((zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)))
+    with zipfile.ZipFile(buffer, "w", method) as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # a duplicate member name is one of the attacks
+        for _ in range(draw(st.integers(0, 6))):
+            name = draw(st.sampled_from(MEMBER_NAMES) | st.text(min_size=1, max_size=20))
+            payload = draw(st.one_of(valid_image(), valid_voc(), st.binary(max_size=64)))
+            try:
+                zf.writestr(name, payload)
+            except (ValueError, UnicodeEncodeError):
+                pass
+    return buffer.getvalue()
+
+
+def archive_bytes() -> st.SearchStrategy[bytes]:
+    return st.one_of(st.binary(max_size=512), archive_bytes_valid(), archive_bytes_valid().flatmap(mutated))

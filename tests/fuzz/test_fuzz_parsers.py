@@ -3,7 +3,8 @@
 Never another exception, never a hang (each call is cut off after HANG_S of CPU time, so a busy machine does not
 count as a hang, with an exception the parsers cannot swallow), never unbounded memory (the process's peak RSS may grow by at most MEMORY_GROWTH_MB during a run).
 Parsers: decode_image, the checkpoint reader (read_checkpoint, read_class_names), parse_voc (+ boxes_mask),
-a data set's mask files (datasets._read_mask_file), read_models_file. The data-set archive reader has its own property test (issue #25).
+a data set's mask files (datasets._read_mask_file), read_models_file, and the data-set archive reader
+(extract_archive: also nothing written outside its folder).
 
 The default suite runs FUZZ_EXAMPLES per parser, derandomized (seconds, the same inputs every time); the long
 run is ``ATTNVIZ_FUZZ_EXAMPLES=5000 pytest tests/fuzz -p no:randomly`` (random inputs; counts are written to
@@ -26,8 +27,9 @@ import pytest
 from conftest import OUTPUT_DIR, PROJECT_ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import checkpoint_bytes, image_bytes, models_file_bytes, voc_bytes
+from strategies import archive_bytes, checkpoint_bytes, image_bytes, models_file_bytes, voc_bytes
 
+from attnviz.data.archive import extract_archive
 from attnviz.data.datasets import _read_mask_file, boxes_mask, parse_voc
 from attnviz.data.images import MAX_SIDE, decode_image
 from attnviz.errors import CheckpointError, DatasetError, ImageDecodeError, ModelsFileError
@@ -169,6 +171,24 @@ def check_models_file(data: bytes, folder: Path) -> None:
     assert specs and all(spec.name for spec in specs)
 
 
+def check_archive(data: bytes, folder: Path) -> None:
+    """Unpack into a fresh job folder: a result or a DatasetError, and no file anywhere but under ``dest``."""
+    job = Path(tempfile.mkdtemp(prefix="job-", dir=folder))
+    try:
+        archive, dest = job / "upload.zip", job / "unpacked" / "data"
+        archive.write_bytes(data)
+        with bounded("extract_archive"):
+            try:
+                extract_archive(archive, dest)
+            except DatasetError:
+                pass
+        outside = [p for p in folder.rglob("*") if p.is_file() and p != archive and not p.is_relative_to(dest)
+                   and p.parent != folder]
+        assert outside == [], outside
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
+
+
 # ---- fuzz runs -----------------------------------------------------------------------------------------------
 
 @FUZZ
@@ -212,6 +232,12 @@ def test_read_models_file_fuzz(data, workdir, memory_bound):
     check_models_file(data, workdir)
 
 
+@FUZZ
+@given(data=archive_bytes())
+def test_extract_archive_fuzz(data, workdir, memory_bound):
+    check_archive(data, workdir)
+
+
 # ---- every crash found, kept -----------------------------------------------------------------------------------
 
 def _regressions() -> list[tuple[str, Path]]:
@@ -231,5 +257,7 @@ def test_regression_inputs(parser, path, workdir):
         check_voc(data, (32, 48))
     elif parser == "read_models_file":
         check_models_file(data, workdir)
+    elif parser == "extract_archive":
+        check_archive(data, workdir)
     else:
         pytest.fail(f"regressions/{parser}/: no such parser here")
