@@ -198,7 +198,7 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike,
         files = total = 0
         try:
             for info in members:
-                if info.is_dir():
+                if info.filename.endswith("/"):   # a folder entry (ZipInfo.is_dir() fails on an empty name)
                     continue
                 problem = member_problem(info, limits)
                 key = info.filename.replace("\\", "/").lower()
