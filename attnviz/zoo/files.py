@@ -47,7 +47,7 @@ def _is_torchscript(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, ValueError):   # ValueError: a member name flagged UTF-8 that is not
         return False
     return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("constants.pkl") for n in names)
 
