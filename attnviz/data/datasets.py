@@ -187,6 +187,8 @@ def parse_voc(source: str | os.PathLike | bytes, name: str = "") -> VocAnnotatio
         root = ET.fromstring(data)
     except ET.ParseError as exc:
         raise DatasetError(f"{label}: not well-formed XML ({exc}).") from None
+    except LookupError as exc:   # an encoding declaration naming no known codec
+        raise DatasetError(f"{label}: {exc}; a VOC annotation is UTF-8 XML.") from None
     if root.tag != "annotation":
         raise DatasetError(f"{label}: the root element is <{root.tag}>, not a VOC <annotation>.")
     width = height = 0

@@ -112,6 +112,10 @@ def _bomb_message(exc: Exception) -> str:
     return f"The image declares{declared}; the limit is {MAX_DECLARED_PIXELS / 1e6:.0f} megapixels."
 
 
+# What Pillow raises on a malformed file after it opened (TIFF directories: KeyError, TypeError, ...).
+_PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, EOFError, struct.error)
+
+
 def _decode_pil(data: bytes, max_side: int) -> Image.Image:
     if _looks_like_svg(data):
         raise ImageDecodeError("SVG is not supported; export it as PNG or JPEG.")
@@ -123,7 +127,7 @@ def _decode_pil(data: bytes, max_side: int) -> Image.Image:
             raise ImageDecodeError(f"This file is not a recognised image (supported: {SUPPORTED}).") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageDecodeError(_bomb_message(exc)) from None
-        except (OSError, SyntaxError, ValueError, struct.error):
+        except _PIL_DECODE_ERRORS:
             raise ImageDecodeError("The image file is truncated or corrupt.") from None
         width, height = im.size
         if width <= 0 or height <= 0:
@@ -132,13 +136,16 @@ def _decode_pil(data: bytes, max_side: int) -> Image.Image:
             raise ImageDecodeError(f"The image declares {width}x{height} pixels "
                                    f"({width * height / 1e6:.1f} megapixels); the limit is "
                                    f"{MAX_DECLARED_PIXELS / 1e6:.0f} megapixels.")
-        if getattr(im, "n_frames", 1) > 1:
-            im.seek(0)  # animated GIF / multi-page TIFF: the first frame
+        try:
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)  # animated GIF / multi-page TIFF: the first frame
+        except _PIL_DECODE_ERRORS:   # Pillow's frame walk raises what a malformed directory makes it raise
+            raise ImageDecodeError("The image file is truncated or corrupt.") from None
         if im.format == "JPEG" and max(width, height) > 2 * max_side:
             im.draft("RGB", (max_side, max_side))  # decode at a reduced scale; saves memory and time
         try:
             im.load()
-        except (OSError, SyntaxError, ValueError) as exc:
+        except _PIL_DECODE_ERRORS as exc:
             message = str(exc).lower()
             if "truncat" in message or "broken" in message or "end of file" in message or "image file is" in message:
                 raise ImageDecodeError("The image file is truncated or corrupt.") from None

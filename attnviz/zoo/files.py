@@ -118,6 +118,8 @@ def check_tensors(state: dict[str, torch.Tensor]) -> None:
     for key, t in state.items():
         if t.numel() > MAX_TENSOR_ELEMENTS:
             raise CheckpointError(f"Tensor {key!r} has {t.numel():,} elements ({tuple(t.shape)}); refusing it.")
+        if max(t.shape, default=0) > MAX_TENSOR_ELEMENTS:   # empty, but its strides overflow any operation on it
+            raise CheckpointError(f"Tensor {key!r} has the shape {tuple(t.shape)}; refusing it.")
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             raise CheckpointError(f"Tensor {key!r} contains {bad} NaN or infinite values; the checkpoint is unusable.")
