@@ -8,6 +8,8 @@ from attnviz.evaluation.report import dumps
 from attnviz.evaluation.results_markdown import fmt_ci
 
 VERDICT_MARK = {HOLDS: "**holds**", FAILS: "**does not hold**", INCONCLUSIVE: "inconclusive", NOT_TESTED: "not tested"}
+IMAGENET_DOWNLOAD = ("attnviz weights download timm-resnet50 timm-seresnet50 timm-vit_small_patch16_224   "
+                     "# once: ImageNet weights are an explicit, checksum-verified download")
 IMAGENET_COMMAND = ("attnviz claims --models timm-resnet50,timm-seresnet50,timm-vit_small_patch16_224 "
                     "--arch cbam_resnet50 --checkpoint cbam_resnet50.pth.tar --data DIR --out my-claims")
 
@@ -86,7 +88,7 @@ def claims_markdown(doc: dict) -> str:
              "says what holds for these networks on these images, not for the papers' own networks. Rerun every "
              "claim on your own models and data — e.g. ImageNet checkpoints and an ImageNet-style folder "
              "(`DIR/<class or WordNet id>/<image>` with `<stem>_mask.png` or Pascal VOC `<stem>.xml` boxes):", "",
-             "```bash", IMAGENET_COMMAND, "```", "",
+             "```bash", IMAGENET_DOWNLOAD, IMAGENET_COMMAND, "```", "",
              "(`--models-file models.toml` adds more of your own checkpoints; a claim whose model type is not among "
              "the models gets a *not tested* row.)", ""]
     lines += table(doc) + [""] + _settings(doc) + [""]
