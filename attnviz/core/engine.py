@@ -32,7 +32,14 @@ from attnviz.core.recording.recorder import record_attention, stage_summaries
 from attnviz.core.slow import check_slow_budget, slow_cams
 from attnviz.core.specs import LoadedModel, ModelSpec
 from attnviz.core.targets import Target, resolve_target
-from attnviz.core.transformers import global_attention_modules, probabilities_module, rollout_obstacle, unfused
+from attnviz.core.transformers import (
+    attention_blocks,
+    block_logits,
+    global_attention_modules,
+    probabilities_module,
+    rollout_obstacle,
+    unfused,
+)
 from attnviz.data.images import decode_image
 from attnviz.errors import AttnvizError, TargetError
 from attnviz.results import AttentionMap, CamMap, Explanation, Prediction
@@ -219,6 +226,7 @@ class _Plan:
     bias_modules: list[nn.Module] = field(default_factory=list)   # FullGrad's layers, tapped last
     n_cam: int = 0                                           # taps[:n_cam]: the CAM layers
     n_attention: int = 0                                     # then the attention weights
+    n_blocks: int = 0                                        # then their blocks' outputs (LeGrad's scores)
     unavailable: dict[str, str] = field(default_factory=dict)   # method -> why this model cannot compute it
 
     @property
@@ -244,15 +252,17 @@ def _plan(r: LoadedModel, o: _Options) -> _Plan:
     flows = [m for m in wanted if kind_of[m].kind == catalogue.ROLLOUT]
     slow = [m for m in wanted if kind_of[m].kind == catalogue.SLOW]
     layer_modules = [cam_core.resolve_layer(r.model, n) for n in o.layer_names]
-    attention = [probabilities_module(m) for _, m in global_attention_modules(r.model)] if flows else []
+    attention_modules = [m for _, m in global_attention_modules(r.model)] if flows else []
+    attention = [probabilities_module(m) for m in attention_modules]
+    blocks = attention_blocks(r.model, attention_modules) if any(kind_of[m].score == "legrad" for m in flows) else []
     cam_layers = layer_modules if (one_pass or slow) else []
     bias = input_maps.bias_layers(r.model) if input_maps.INPUT_GRAD in input_needs else []
-    taps = cam_layers + attention + bias
+    taps = cam_layers + attention + blocks + bias
     graded = [catalogue.get(m) for m in one_pass + flows if catalogue.get(m).gradients]
     kinds = sorted({m.score for m in graded}, key=lambda k: (k != "shapley", k))  # ShapleyCAM's backward first
     needs_grad = bool(graded) or bool(input_needs - {input_maps.GRADCAM})
     return _Plan(one_pass, flows, slow, layer_modules, taps, needs_grad, kinds, inputs, input_needs, bias,
-                 len(cam_layers), len(attention), unavailable)
+                 len(cam_layers), len(attention), len(blocks), unavailable)
 
 
 @dataclass
@@ -320,10 +330,15 @@ def _forward_and_gradients(r: LoadedModel, x: torch.Tensor, plan: _Plan, o: _Opt
         for j, kind in enumerate(plan.kinds):
             if kind == "target" and "shapley" in grads:
                 continue  # ShapleyCAM's backward left the first-order gradients of the same score
+            more = j < len(plan.kinds) - 1 or plan.from_input
+            if kind == "legrad":
+                grads[kind] = [None] * plan.n_cam + _legrad_gradients(
+                    r.model, tapped[plan.n_cam:plan.n_cam + plan.n_attention + plan.n_blocks], plan.n_attention,
+                    lambda lg: _scores("target", lg, target_idx * copies, contrast_idx * copies, logits_np), more)
+                continue
             score = _scores(kind, logits_all, target_idx * copies, contrast_idx * copies,
                             np.concatenate([own] * copies) if kind == "finer" else logits_np)
             wrt = [t for t in graded if t.requires_grad]
-            more = j < len(plan.kinds) - 1 or plan.from_input
             found = torch.autograd.grad(score, wrt, retain_graph=more or kind == "shapley",
                                         create_graph=kind == "shapley", allow_unused=True)
             lookup = dict(zip(map(id, wrt), found))
@@ -362,6 +377,17 @@ def _shapley_gradients(first: list[torch.Tensor | None], acts: list[torch.Tensor
     return out
 
 
+def _legrad_gradients(model: nn.Module, tapped: list[torch.Tensor], n: int,
+                      score: Callable[[torch.Tensor], torch.Tensor], retain: bool) -> list[torch.Tensor]:
+    """LeGrad's gradients: for each block, d(its own score)/d(its attention weights), ``tapped`` being the n
+    attention weights then the n block outputs. Each backward spans one block and the head only."""
+    out = []
+    for i, (attn, tokens) in enumerate(zip(tapped[:n], tapped[n:])):
+        (g,) = torch.autograd.grad(score(block_logits(model, tokens)), [attn], retain_graph=retain or i < n - 1)
+        out.append(g)
+    return out
+
+
 def _input_gradients(plan: _Plan, logits: torch.Tensor, x_in: torch.Tensor, tapped: list[torch.Tensor],
                      switch: input_maps.GuidedSwitch | None, targets: list[int], contrasts: list[int | None],
                      logits_np: np.ndarray) -> dict[str, list[torch.Tensor | None]]:
@@ -371,7 +397,7 @@ def _input_gradients(plan: _Plan, logits: torch.Tensor, x_in: torch.Tensor, tapp
     guided = switch is not None
     out: dict[str, list[torch.Tensor | None]] = {}
     if input_maps.INPUT_GRAD in plan.input_needs:
-        bias_outputs = tapped[plan.n_cam + plan.n_attention:]
+        bias_outputs = tapped[plan.n_cam + plan.n_attention + plan.n_blocks:]
         wrt = [x_in] + [t for t in bias_outputs if t.requires_grad]
         found = torch.autograd.grad(score, wrt, retain_graph=guided, allow_unused=True)
         lookup = dict(zip(map(id, wrt), found))
@@ -398,7 +424,7 @@ def _cam_arrays(r: LoadedModel, plan: _Plan, p: _Pass, o: _Options, transforms: 
 
     computed: dict[str, cam_core.CamArrays] = {}
     if plan.one_pass:
-        grads = {kind: as_maps(g) for kind, g in p.grads.items()}
+        grads = {kind: as_maps(g) for kind, g in p.grads.items() if kind != "legrad"}
         computed = cam_core.compute_cams(as_maps(p.tapped), grads, plan.one_pass, input_hw, o.eigen_smooth)
         if o.aug_smooth:
             computed = {m: cam_core.CamArrays(_deaugment(c.heatmap, transforms, b), _deaugment(c.raw, transforms, b),
@@ -407,7 +433,8 @@ def _cam_arrays(r: LoadedModel, plan: _Plan, p: _Pass, o: _Options, transforms: 
         attn = [t.detach()[ident * b:(ident + 1) * b] for t in p.tapped[n_layers:n_layers + plan.n_attention]]
         prefix, grid = cam_core.token_grid(r.model, int(attn[0].shape[-1]), input_hw)
         for m in plan.flows:
-            attn_grads = [g[ident * b:(ident + 1) * b] for g in p.grads["target"][n_layers:n_layers + plan.n_attention]] \
+            score = catalogue.get(m).score
+            attn_grads = [g[ident * b:(ident + 1) * b] for g in p.grads[score][n_layers:n_layers + plan.n_attention]] \
                 if catalogue.get(m).gradients else None
             computed[m] = _maps_from_layer(catalogue.get(m).resolve()(attn, attn_grads, prefix, grid), input_hw)
     return computed

@@ -50,7 +50,8 @@ class Method:
     compute: str | Callable[..., Any]
     gradients: bool = True     # needs dS/dA (Eigen-CAM, KPCA-CAM and rollout read their inputs only)
     score: str = "target"      # "target": logit[t] (or logit[t] - logit[contrast]); "finer": Finer-CAM's target;
-    #                            "shapley": the target's dS/dA minus half its Hessian-vector product with A
+    #                            "shapley": the target's dS/dA minus half its Hessian-vector product with A;
+    #                            "legrad": per transformer block, the target score of that block's own tokens
     cost: str = ""             # one of COSTS; "" = what the kind costs (slow: multi-pass, else one-pass)
 
     @property
@@ -92,6 +93,7 @@ CATALOGUE: dict[str, Method] = {m.name: m for m in (
            cost=COST_FULL_BACKWARD),
     Method("rollout", "Attention rollout", ROLLOUT, "attnviz.core.transformers:rollout", gradients=False),
     Method("grad-rollout", "Grad-rollout", ROLLOUT, "attnviz.core.transformers:grad_rollout"),
+    Method("legrad", "LeGrad", ROLLOUT, "attnviz.core.transformers:legrad", score="legrad"),
     Method("scorecam", "Score-CAM", SLOW, _library("ScoreCAM"), gradients=False),
     Method("ablationcam", "Ablation-CAM", SLOW, _library("AblationCAM"), gradients=False),
 )}

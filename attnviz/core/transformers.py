@@ -1,4 +1,4 @@
-"""Vision transformers: their attention weights, and the two maps built from them (rollout, grad-rollout).
+"""Vision transformers: their attention weights, and the maps built from them (rollout, grad-rollout, LeGrad).
 
 timm computes attention with PyTorch's fused ``scaled_dot_product_attention``, which never materialises the
 softmax weights. :func:`unfused` switches every attention module to timm's explicit path for the duration of a
@@ -11,6 +11,10 @@ the module's ``attn_drop`` (an identity in eval mode), where a forward hook can 
 * ``grad-rollout`` — Chefer, Gur & Wolf 2021, "Generic Attention-model Explainability for Interpreting Bi-Modal
   and Encoder-Decoder Transformers": R = I, then per block R += mean_heads((dS/dA * A)^+) @ R; the class token's
   row over the patch tokens. S is the explained score (the target logit, or the contrast).
+* ``legrad`` — Bousselham et al. 2024, "LeGrad: An Explainability Method for Vision Transformers via Feature
+  Formation Sensitivity": every block l gets its own score S_l, the model's head applied to that block's tokens
+  (timm: ``forward_head(norm(tokens))``); the map is the mean over blocks of dS_l/dA_l (A_l the block's softmax
+  weights), ReLU'd and averaged over heads and queries, over the patch keys. No class token needed.
 
 Nothing here imports timm: modules are recognised by the attributes timm's ``Attention`` and Swin's
 ``WindowAttention`` have, so plain PyTorch look-alikes work too.
@@ -62,6 +66,25 @@ def global_attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return attention_modules(model)
 
 
+def attention_blocks(model: nn.Module, attentions: list[nn.Module]) -> list[nn.Module]:
+    """The block that holds each attention module (timm: ``blocks[i]`` with ``.attn``), whose output tokens give
+    LeGrad's per-block score."""
+    owner = {id(m.attn): m for m in model.modules() if isinstance(getattr(m, "attn", None), nn.Module)}
+    missing = [a for a in attentions if id(a) not in owner]
+    if missing:
+        raise TargetError("LeGrad needs transformer blocks that hold their attention as `.attn` (timm ViT/DeiT).")
+    return [owner[id(a)] for a in attentions]
+
+
+def block_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The model's head on one block's output tokens (B, N, C) -> (B, classes): timm's final norm, then its
+    ``forward_head`` (the class token or the patch mean, as the model pools)."""
+    norm, head = getattr(model, "norm", None), getattr(model, "forward_head", None)
+    if not isinstance(norm, nn.Module) or not callable(head):
+        raise TargetError("LeGrad needs a timm VisionTransformer's `norm` and `forward_head` to score each block.")
+    return head(norm(tokens))
+
+
 def probabilities_module(attention: nn.Module) -> nn.Module:
     """The submodule whose output is the softmax attention weights in timm's explicit path."""
     return attention.attn_drop
@@ -111,3 +134,11 @@ def grad_rollout(attentions: list[torch.Tensor], gradients: list[torch.Tensor], 
             relevance = torch.eye(cam.shape[-1], dtype=cam.dtype, device=cam.device).expand_as(cam).clone()
         relevance = relevance + cam @ relevance
     return _class_row(relevance, prefix, grid)
+
+
+def legrad(attentions: list[torch.Tensor], gradients: list[torch.Tensor], prefix: int,
+           grid: tuple[int, int]) -> torch.Tensor:
+    """LeGrad from per-block weights and the gradient of each block's own score with respect to them:
+    mean over blocks of ReLU(dS_l/dA_l) averaged over heads and queries, patch keys only. (B, h, w), float32."""
+    maps = [grad.float().clamp(min=0).mean(dim=(1, 2))[:, prefix:] for grad in gradients]
+    return torch.stack(maps).mean(dim=0).reshape(maps[0].shape[0], *grid)
