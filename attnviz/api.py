@@ -66,7 +66,7 @@ def explain_batch(model: Model, images, methods: Sequence[str] = DEFAULT_METHODS
                   topk: int = 5, class_names: Sequence[str] | None = None,
                   contrast: Target | Sequence[Target] = None, eigen_smooth: bool = False, aug_smooth: bool = False,
                   amp: bool = False, progress: ProgressFn | None = None,
-                  skip_unavailable: bool = False) -> list[Explanation]:
+                  skip_unavailable: bool = False, refine: bool = False, sess: int | bool = 0) -> list[Explanation]:
     """Predictions, CAMs and attention maps for many images through one model, ``batch_size`` per pass.
 
     ``images``: a preprocessed (N, 3, H, W) tensor, or (registry models) a sequence of images/paths decoded and
@@ -74,6 +74,10 @@ def explain_batch(model: Model, images, methods: Sequence[str] = DEFAULT_METHODS
     or one per image; ``contrast`` likewise ("target versus contrast": score = logit target - logit contrast).
     ``layer``: a dotted module name or a list of them (fused, pytorch-grad-cam's multi-layer mean).
     ``eigen_smooth`` / ``aug_smooth``: pytorch-grad-cam's options (the augmented copies run as one batch).
+    ``refine``: pytorch-grad-cam's RefineCAM on every one-pass method: the maps of the (two or more) layers are
+    multiplied instead of averaged. ``sess``: pytorch-grad-cam's SESS on every one-pass method, with that many
+    scales (True: its default 12; each scale's sliding-window patches run as extra batches, so it costs ~a hundred
+    patches per 224 px image at 12 scales).
     ``amp``: float16 autocast on CUDA. Results are CPU numpy whatever the device.
     ``skip_unavailable``: a method this model cannot compute (rollout on a CNN) is an error, or, when True, left
     out and listed with its reason in each explanation's ``unavailable`` (a comparison where another model
@@ -85,14 +89,15 @@ def explain_batch(model: Model, images, methods: Sequence[str] = DEFAULT_METHODS
     return explain_loaded(resolve_model(model, device), images, methods, targets, layer, batch_size=batch_size,
                           record=record, topk=topk, class_names=class_names, contrast=contrast,
                           eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, amp=amp, progress=progress,
-                          skip_unavailable=skip_unavailable)
+                          skip_unavailable=skip_unavailable, refine=refine, sess=sess)
 
 
 def explain(model: Model, image, methods: Sequence[str] = DEFAULT_METHODS,
             target: Target = None, layer: str | Sequence[str] | None = None, *, topk: int = 5,
             record: bool = True, class_names: Sequence[str] | None = None, device: str | torch.device | None = None,
             contrast: Target = None, eigen_smooth: bool = False, aug_smooth: bool = False,
-            amp: bool = False, skip_unavailable: bool = False) -> Explanation:
+            amp: bool = False, skip_unavailable: bool = False, refine: bool = False,
+            sess: int | bool = 0) -> Explanation:
     """Predictions, CAMs and attention maps for one model on one image (the one-image case of
     :func:`explain_batch`, same core).
 
@@ -108,14 +113,16 @@ def explain(model: Model, image, methods: Sequence[str] = DEFAULT_METHODS,
         images = [image]
     return explain_batch(model, images, methods, [target], layer, batch_size=1, device=device, record=record,
                          topk=topk, class_names=class_names, contrast=[contrast], eigen_smooth=eigen_smooth,
-                         aug_smooth=aug_smooth, amp=amp, skip_unavailable=skip_unavailable)[0]
+                         aug_smooth=aug_smooth, amp=amp, skip_unavailable=skip_unavailable, refine=refine,
+                         sess=sess)[0]
 
 
 def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DEFAULT_METHODS,
             target: Target = None, layer: str | Sequence[str] | None = None, *, topk: int = 5,
             progress: ProgressFn | None = None, mask: np.ndarray | None = None,
             timeout_s: float | None = None, device: str | torch.device | None = None, contrast: Target = None,
-            eigen_smooth: bool = False, aug_smooth: bool = False, amp: bool = False) -> Comparison:
+            eigen_smooth: bool = False, aug_smooth: bool = False, amp: bool = False, refine: bool = False,
+            sess: int | bool = 0) -> Comparison:
     """Run several models on one image. A class *name* target is looked up in each model's own label set.
 
     ``timeout_s`` bounds the whole comparison: it is checked before each model starts. A method only some of the
@@ -150,6 +157,7 @@ def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DE
                                   f"{', '.join(spec.layers)}.")
         explanations.append(explain(spec, decoded, methods, target, wanted_layers, topk=topk, device=device,
                                     contrast=contrast, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, amp=amp,
+                                    refine=refine, sess=sess,
                                     skip_unavailable=True))
     if progress:
         progress(len(names), len(names), "done")

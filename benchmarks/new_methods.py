@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torchvision  # noqa: E402
 
 from attnviz.api import explain_batch  # noqa: E402
 from attnviz.core import methods as catalogue  # noqa: E402
 from attnviz.core.cam_formulas import RANDOM_CAM_SEED  # noqa: E402
 from attnviz.core.input_maps import as_uint8_image  # noqa: E402
+from benchmarks.reference_nets import resnet50_random  # noqa: E402
 
 SIDE = 224
 METHODS = ("fem", "randomcam", "sobelcam", "shapleycam", "fullgrad", "guidedbackprop", "guidedgradcam")
@@ -92,15 +92,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = catalogue.check_methods(args.methods.split(","))
-    torch.manual_seed(0)
-    net = torchvision.models.resnet50().eval()
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so FullGrad's bias terms are not all zero
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
+    net = resnet50_random()  # the network tests/api/test_new_methods.py checks the maps on
     x = torch.randn(args.batch, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(0))
     targets = [(7 * i) % 1000 for i in range(args.batch)]
 

@@ -142,6 +142,8 @@ class Options:
     amp: bool = False
     device: str = "cpu"
     npz: bool = False
+    refine: bool = False                       # RefineCAM over the layers
+    sess: int = 0                              # SESS scales (0: off)
     stems: tuple[tuple[str, str], ...] = ()    # (input path, output stem) where the file's own stem is taken
 
 
@@ -167,7 +169,8 @@ def _explain_images(name: str, images: list[np.ndarray], o: Options) -> list[Exp
     try:
         return list(explain_batch(name, images, o.methods, targets=o.target, layer=o.layer, batch_size=len(images),
                                   device=o.device, contrast=o.contrast, eigen_smooth=o.eigen_smooth,
-                                  aug_smooth=o.aug_smooth, amp=o.amp, skip_unavailable=True))
+                                  aug_smooth=o.aug_smooth, amp=o.amp, skip_unavailable=True, refine=o.refine,
+                                  sess=o.sess))
     except (AttnvizError, torch.OutOfMemoryError) as exc:
         if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -192,7 +195,7 @@ def _finish(d: Decoded, rows: list[Explanation], o: Options) -> Outcome:
                                                              for e in rows})
     request = pipeline.Request(image=d.image, models=o.models, methods=o.methods, target=o.target, layer=o.layer,
                                mask=d.mask, source=d.path, device=o.device, amp=o.amp, contrast=o.contrast,
-                               eigen_smooth=o.eigen_smooth, aug_smooth=o.aug_smooth)
+                               eigen_smooth=o.eigen_smooth, aug_smooth=o.aug_smooth, refine=o.refine, sess=o.sess)
     result = pipeline.run(request, comparison=comparison)
     stem = dict(o.stems).get(d.path, Path(d.path).stem)
     files = {f"{stem}_grid.png": png_bytes(result.grid),
@@ -281,7 +284,8 @@ def _from_main(value, world: distributed.World):
 
 
 def _settings(models: Sequence[str] | None, methods: Sequence[str], target, layer, contrast, eigen_smooth: bool,
-              aug_smooth: bool, device: str | None, amp: bool, npz: bool, world: distributed.World) -> Options:
+              aug_smooth: bool, device: str | None, amp: bool, npz: bool, world: distributed.World,
+              refine: bool = False, sess: int = 0) -> Options:
     """The command's flags checked (models, methods, limits, this rank's device) into :class:`Options`."""
     if models:
         chosen = tuple(models)
@@ -303,7 +307,8 @@ def _settings(models: Sequence[str] | None, methods: Sequence[str], target, laye
                            f"--nproc-per-node {torch.cuda.device_count()}, or --device cpu.")
     if amp and dev.type != "cuda" and world.is_main:
         print(f"attnviz: warning: --amp needs a CUDA device; running in float32 on {dev}.", file=sys.stderr)
-    return Options(chosen, methods, target, layer, contrast, eigen_smooth, aug_smooth, amp, str(dev), npz)
+    return Options(chosen, methods, target, layer, contrast, eigen_smooth, aug_smooth, amp, str(dev), npz,
+                   refine=refine, sess=sess)
 
 
 def _run(inputs: list[Path], o: Options, out_dir: Path, world: distributed.World, batch_size: int, workers: int,
@@ -353,7 +358,7 @@ def explain_paths(images: Sequence[str], out_dir: Path, models: Sequence[str] | 
                   layer: str | Sequence[str] | None = None, progress: bool = True, npz: bool = False, *,
                   contrast: str | int | None = None, eigen_smooth: bool = False, aug_smooth: bool = False,
                   device: str | None = None, amp: bool = False, batch_size: int = DIR_BATCH_SIZE,
-                  workers: int | None = None) -> int:
+                  workers: int | None = None, refine: bool = False, sess: int = 0) -> int:
     """Write ``<stem>_grid.png`` and ``<stem>.json`` per image plus ``predictions.csv`` / ``scores.csv`` (and
     ``<stem>_maps.npz`` with every raw map, the logits and the agreement numbers when ``npz``).
 
@@ -367,7 +372,8 @@ def explain_paths(images: Sequence[str], out_dir: Path, models: Sequence[str] | 
         raise AttnvizError("--workers must be 0 (decode in this process) or more.")
     world = distributed.current()
     inputs, unsupported = collect_inputs(images)
-    o = _settings(models, methods, target, layer, contrast, eigen_smooth, aug_smooth, device, amp, npz, world)
+    o = _settings(models, methods, target, layer, contrast, eigen_smooth, aug_smooth, device, amp, npz, world,
+                  refine=refine, sess=sess)
     stems = output_stems(inputs)
     o = replace(o, stems=tuple((path, stem) for path, stem in stems.items() if stem != Path(path).stem))
     check_models(o)

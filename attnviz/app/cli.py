@@ -155,6 +155,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return explain_paths(args.images, out_dir=Path(args.out), models=chosen, methods=args.methods,
                          target=args.target, layer=args.layer, progress=not args.quiet, npz=args.npz,
                          contrast=args.contrast, eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth,
+                         refine=args.refine, sess=args.sess,
                          device=args.device, amp=args.amp, batch_size=args.batch_size, workers=args.workers)
 
 
@@ -339,6 +340,12 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
                    help="keep each map's first principal component (pytorch-grad-cam's eigen_smooth)")
     p.add_argument("--aug-smooth", action="store_true",
                    help="average over flipped and brightness-scaled copies (pytorch-grad-cam's aug_smooth; 6x work)")
+    p.add_argument("--refine", action="store_true",
+                   help="RefineCAM (pytorch-grad-cam): multiply the maps of the --layer layers (two or more) instead "
+                        "of averaging them; applies to the one-pass methods")
+    p.add_argument("--sess", type=int, nargs="?", const=12, default=0, metavar="SCALES",
+                   help="SESS (pytorch-grad-cam): each one-pass method's map fused over sliding-window patches of "
+                        "the image at SCALES scales (default 12: ~120 patches per image, multi-pass)")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA (on other devices: float32)")
     p.add_argument("--batch-size", type=int, default=16, help="images per model pass (default 16)")

@@ -65,6 +65,8 @@ class Request:
     contrast: str | int | None = None              # "target versus this class"
     eigen_smooth: bool = False
     aug_smooth: bool = False
+    refine: bool = False                           # RefineCAM: the layers' maps multiplied
+    sess: int = 0                                  # SESS: scales (0: off)
 
 
 @dataclass
@@ -177,7 +179,8 @@ def run(request: Request, progress: ProgressFn | None = None, comparison: Compar
     if comparison is None:
         comparison = compare(specs, image, methods, request.target, request.layer, progress=progress, mask=mask,
                              timeout_s=REQUEST_TIMEOUT_S, device=request.device, contrast=request.contrast,
-                             eigen_smooth=request.eigen_smooth, aug_smooth=request.aug_smooth, amp=request.amp)
+                             eigen_smooth=request.eigen_smooth, aug_smooth=request.aug_smooth, amp=request.amp,
+                             refine=request.refine, sess=request.sess)
     else:
         comparison.mask = mask
     grid = render_grid(comparison, opacity=request.opacity, cmap=request.cmap, shared_scale=request.shared_scale)

@@ -191,17 +191,24 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False, antialias=False)[:, 0]
 
 
-def maps_from_layers(per_layer: Sequence[torch.Tensor], input_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def maps_from_layers(per_layer: Sequence[torch.Tensor], input_size: tuple[int, int],
+                     refine: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(heatmap, raw) at ``input_size`` from non-negative (N, h_l, w_l) maps of one or more layers: pytorch-grad-cam's
     post-processing step for step (per-layer min-max and bilinear resize, ReLU, mean over layers, min-max again);
     ``raw`` is the mean of the resized un-normalised maps. One resize call per layer for all N maps; the big
-    (N, H, W) buffers are the resize's outputs, worked on in place."""
+    (N, H, W) buffers are the resize's outputs, worked on in place.
+
+    ``refine``: pytorch-grad-cam's RefineCAM instead of the mean: each layer's map post-processed as a one-layer
+    CAM (min-max again after the resize), their product over layers, min-max scaled; ``raw`` is that product."""
     n = per_layer[0].shape[0]
     scaled, raws = [], []
     for cam in per_layer:
         both = resize_maps(torch.cat([scale_maps(cam), cam]), input_size)
         scaled.append(both[:n])
         raws.append(both[n:])
+    if refine:
+        product = torch.stack([scale_maps(m, inplace=True) for m in scaled]).prod(dim=0)
+        return scale_maps(product.clone(), inplace=True), product
     if len(scaled) == 1:  # the library's ReLU and mean over one layer leave a [0, 1] map exactly as it is
         return scale_maps(scaled[0], inplace=True), raws[0].clamp_min_(0)
     heat = scale_maps(torch.stack(scaled).clamp_min_(0).mean(dim=0), inplace=True)
@@ -210,13 +217,15 @@ def maps_from_layers(per_layer: Sequence[torch.Tensor], input_size: tuple[int, i
 
 @torch.no_grad()
 def compute_cams(activations: Sequence[torch.Tensor], gradients: dict[str, Sequence[torch.Tensor] | None],
-                 methods: Sequence[str], input_size: tuple[int, int], eigen_smooth: bool = False) -> dict[str, CamArrays]:
+                 methods: Sequence[str], input_size: tuple[int, int], eigen_smooth: bool = False,
+                 refine: bool = False) -> dict[str, CamArrays]:
     """Every method's maps from per-layer activations and per-score gradients (each (B, C, h, w) float32 tensors on
     the model's device); the maps stay there.
 
     ``gradients`` maps a score kind ("target", "finer") to the per-layer gradients of that score. ``heatmap``
     reproduces pytorch-grad-cam's post-processing (:func:`maps_from_layers`), so it equals the library's output
-    with the same target layers. All methods of a layer are scaled and resized together.
+    with the same target layers (``refine``: RefineCAM's product over the layers instead of their mean). All
+    methods of a layer are scaled and resized together.
     """
     formulas = {m: cam_formula(m) for m in methods}
     per_layer: list[torch.Tensor] = []
@@ -228,7 +237,7 @@ def compute_cams(activations: Sequence[torch.Tensor], gradients: dict[str, Seque
             cam = formulas[method](acts, grads[i] if grads is not None else None, eigen_smooth)
             cams.append(cam.float().clamp_min(0))                                 # (B, h, w)
         per_layer.append(torch.cat(cams))                                          # (M*B, h, w), method-major
-    heat, raw = maps_from_layers(per_layer, input_size)
+    heat, raw = maps_from_layers(per_layer, input_size, refine)
     b = activations[0].shape[0]
     return {m: CamArrays(heat[j * b:(j + 1) * b], raw[j * b:(j + 1) * b], per_layer[0][j * b:(j + 1) * b])
             for j, m in enumerate(methods)}

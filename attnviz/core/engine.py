@@ -13,6 +13,7 @@ per-model applicability to all three; the plan is the part to move into its own 
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from contextlib import ExitStack
@@ -26,6 +27,7 @@ from torch import nn
 from attnviz.core import cam as cam_core
 from attnviz.core import input_maps
 from attnviz.core import methods as catalogue
+from attnviz.core import sess as sess_core
 from attnviz.core.devices import autocast, resolve_device, to_host
 from attnviz.core.layers import default_cam_layer
 from attnviz.core.recording.recorder import record_attention, stage_summaries
@@ -208,6 +210,9 @@ class _Options:
     aug_smooth: bool
     amp: bool
     skip_unavailable: bool = False
+    refine: bool = False      # RefineCAM: the CAM layers' maps multiplied, not averaged
+    sess: int = 0             # SESS: scales (0: off)
+    batch_size: int = DEFAULT_BATCH_SIZE
 
 
 @dataclass
@@ -425,7 +430,8 @@ def _cam_arrays(r: LoadedModel, plan: _Plan, p: _Pass, o: _Options, transforms: 
     computed: dict[str, cam_core.CamArrays] = {}
     if plan.one_pass:
         grads = {kind: as_maps(g) for kind, g in p.grads.items() if kind != "legrad"}
-        computed = cam_core.compute_cams(as_maps(p.tapped), grads, plan.one_pass, input_hw, o.eigen_smooth)
+        computed = cam_core.compute_cams(as_maps(p.tapped), grads, plan.one_pass, input_hw, o.eigen_smooth,
+                                         o.refine)
         if o.aug_smooth:
             computed = {m: cam_core.CamArrays(_deaugment(c.heatmap, transforms, b), _deaugment(c.raw, transforms, b),
                                               c.layer_map[ident * b:(ident + 1) * b]) for m, c in computed.items()}
@@ -494,7 +500,8 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
     """One :class:`Explanation` per image of the chunk."""
     names = p.names
     options = {"layers": list(o.layer_names), "eigen_smooth": o.eigen_smooth, "aug_smooth": o.aug_smooth,
-               "amp": bool(o.amp and r.device.type == "cuda"), "batch": len(views)}
+               "refine": o.refine, "sess": o.sess, "amp": bool(o.amp and r.device.type == "cuda"),
+               "batch": len(views)}
     warnings: list[str] = []
     if plan.slow:
         warnings.append("Score-/Ablation-CAM maps come normalised by pytorch-grad-cam; they cannot share a colour "
@@ -503,6 +510,11 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
     if o.eigen_smooth and unsmoothed:
         warnings.append(f"eigen smooth applies to the CAM-layer methods; {', '.join(unsmoothed)} are computed "
                         "without it.")
+    elsewhere = [catalogue.title(m) for m in o.methods if catalogue.get(m).kind != catalogue.ONE_PASS]
+    for name, on in (("RefineCAM", o.refine), ("SESS", o.sess)):
+        if on and elsewhere:
+            warnings.append(f"{name} applies to the one-pass CAM-layer methods; {', '.join(elsewhere)} are "
+                            "computed without it.")
     if o.amp and r.device.type != "cuda":
         warnings.append(f"--amp runs only on CUDA; the maps were computed in float32 on {r.device}.")
     out = []
@@ -557,7 +569,7 @@ def explain_loaded(r: LoadedModel, images, methods: Sequence[str], targets: Targ
                    record: bool = True, topk: int = 5, class_names: Sequence[str] | None = None,
                    contrast: Target | Sequence[Target] = None, eigen_smooth: bool = False, aug_smooth: bool = False,
                    amp: bool = False, progress: ProgressFn | None = None,
-                   skip_unavailable: bool = False) -> list[Explanation]:
+                   skip_unavailable: bool = False, refine: bool = False, sess: int | bool = 0) -> list[Explanation]:
     """:func:`attnviz.api.explain_batch` on a model already resolved to a :class:`LoadedModel`."""
     if batch_size < 1:
         raise AttnvizError("batch_size must be at least 1.")
@@ -566,7 +578,8 @@ def explain_loaded(r: LoadedModel, images, methods: Sequence[str], targets: Targ
     n = x.shape[0]
     names = tuple(class_names) if class_names else (r.spec.class_names if r.spec else ())
     opts = _Options(methods, _layer_names(layer, r.spec, r.model), names, topk, record, eigen_smooth, aug_smooth,
-                    amp, skip_unavailable)
+                    amp, skip_unavailable, refine, sess_core.check_scales(sess), batch_size)
+    _check_meta_options(opts)
     target_list = _per_image(targets, n, "targets")
     contrast_list = _per_image(contrast, n, "contrast classes")
     copies = 6 if aug_smooth else 1
@@ -574,11 +587,45 @@ def explain_loaded(r: LoadedModel, images, methods: Sequence[str], targets: Targ
     out: list[Explanation] = []
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        out.extend(_explain_chunk(r, x[start:stop], views[start:stop], target_list[start:stop],
-                                  contrast_list[start:stop], opts))
+        explained = _explain_chunk(r, x[start:stop], views[start:stop], target_list[start:stop],
+                                   contrast_list[start:stop], opts)
+        if opts.sess:
+            _with_sess(r, x[start:stop], explained, opts)
+        out.extend(explained)
         if progress:
             progress(stop, n, r.name)
     return out
+
+
+def _check_meta_options(o: _Options) -> None:
+    """RefineCAM multiplies the maps of several layers; SESS's patches run without test-time augmentation (as
+    pytorch-grad-cam's SESS, which takes no aug_smooth)."""
+    if o.refine and len(o.layer_names) < 2:
+        raise AttnvizError("RefineCAM multiplies the maps of several CAM layers; choose at least two layers "
+                           "(e.g. layer3 and layer4).")
+    if o.sess and o.aug_smooth:
+        raise AttnvizError("SESS and augmentation smooth cannot be combined; choose one of them.")
+
+
+def _with_sess(r: LoadedModel, x: torch.Tensor, explanations: list[Explanation], o: _Options) -> None:
+    """The one-pass methods' maps of a chunk replaced by SESS's (:mod:`attnviz.core.sess`): every image's patches
+    run through this engine, ``batch_size`` patches per pass, for the image's target and contrast."""
+    methods = tuple(m for m in o.methods if catalogue.get(m).kind == catalogue.ONE_PASS)
+    if not methods:
+        return
+    base = dataclasses.replace(o, methods=methods, record=False, sess=0)
+    t0 = cam_core.now_ms()
+
+    def run(stack: torch.Tensor, target: int, contrast: int | None) -> list[Explanation]:
+        out: list[Explanation] = []
+        for start in range(0, len(stack), o.batch_size):
+            n = len(stack[start:start + o.batch_size])
+            out.extend(_explain_chunk(r, stack[start:start + n], [None] * n, [target] * n, [contrast] * n, base))
+        return out
+
+    sess_core.apply(explanations, x, o.sess, methods, run)
+    for e in explanations:
+        e.timings["sess"] = (cam_core.now_ms() - t0) / len(explanations)
 
 
 def _described(r: LoadedModel) -> str:

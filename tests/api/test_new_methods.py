@@ -32,7 +32,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torchvision
 from conftest import count_hooks
 from pytorch_grad_cam import FEM, FullGrad, GradCAM, GuidedBackpropReLUModel, RandomCAM, ShapleyCAM
 from pytorch_grad_cam.sobel_cam import sobel_cam
@@ -46,6 +45,7 @@ from attnviz.core.cam_formulas import RANDOM_CAM_SEED
 from attnviz.data import synth
 from attnviz.data.scenes import EVAL_SEED, cached_scenes
 from attnviz.zoo import registry as zoo
+from benchmarks.reference_nets import resnet50_random
 
 NEW = ("fem", "randomcam", "shapleycam", "sobelcam", "fullgrad", "guidedbackprop", "guidedgradcam")
 TARGETS = [3, 7]
@@ -53,16 +53,7 @@ TARGETS = [3, 7]
 
 @pytest.fixture(scope="module")
 def resnet50() -> torch.nn.Module:
-    torch.manual_seed(0)
-    net = torchvision.models.resnet50().eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return net
+    return resnet50_random()
 
 
 def _forward_order(net: torch.nn.Module, x: torch.Tensor) -> list[torch.nn.Module]:

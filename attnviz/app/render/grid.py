@@ -169,8 +169,10 @@ def input_cell(expl: Explanation, comparison: Comparison, cell: int) -> np.ndarr
 
 
 def smoothing_of(expl: Explanation) -> str:
-    """"eigen + aug", "eigen", "aug" or "" (pytorch-grad-cam's eigen_smooth / aug_smooth)."""
-    return " + ".join(k for k in ("eigen", "aug") if expl.options.get(f"{k}_smooth"))
+    """"eigen + aug", "eigen", "aug", "refine", "sess", ... or "" (pytorch-grad-cam's eigen_smooth / aug_smooth and
+    its RefineCAM / SESS)."""
+    kinds = [k for k in ("eigen", "aug") if expl.options.get(f"{k}_smooth")]
+    return " + ".join(kinds + [k for k in ("refine", "sess") if expl.options.get(k)])
 
 
 def row_label(expl: Explanation) -> list[str]:

@@ -17,6 +17,9 @@ from attnviz.zoo import registry as zoo
 
 EIGEN_SMOOTH = "eigen smooth"
 AUG_SMOOTH = "augmentation smooth"
+REFINE = "RefineCAM (multiply the layers)"
+SESS = "SESS (scales and sliding windows)"
+SESS_SCALES = 12   # pytorch-grad-cam's default
 TOP1 = "top-1 (each model)"
 DEFAULT_LAYER = "each model's default"
 NO_CONTRAST = "nothing (the target's own score)"

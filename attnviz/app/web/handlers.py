@@ -122,7 +122,8 @@ def _request(image, models, methods, target, layer, opacity, scale, cmap, box, s
                             target=parse_target(target), layer=parse_layer(layer), opacity=float(opacity),
                             shared_scale=scale == "shared", cmap=cmap, box=tuple(box) if box else None,
                             source="upload", contrast=parse_contrast(contrast),
-                            eigen_smooth=choices.EIGEN_SMOOTH in smoothing, aug_smooth=choices.AUG_SMOOTH in smoothing)
+                            eigen_smooth=choices.EIGEN_SMOOTH in smoothing, aug_smooth=choices.AUG_SMOOTH in smoothing,
+                            refine=choices.REFINE in smoothing, sess=choices.SESS_SCALES if choices.SESS in smoothing else 0)
 
 
 COMPARE_OUTPUTS = 16   # what on_compare returns: the result views, the states, and the refusal line last

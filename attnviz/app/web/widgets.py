@@ -122,10 +122,13 @@ def options_panel(model_list: list[tuple[str, str]], selection: list[str], image
                         label="Target layer / stage", elem_id="layer",
                         info="Layers every selected model has; the attention column follows. Several layers are "
                              "fused into one map (pytorch-grad-cam's mean).")
-    smoothing = gr.CheckboxGroup([choices.EIGEN_SMOOTH, choices.AUG_SMOOTH], value=[], label="Smoothing",
-                                 elem_id="smoothing",
-                                 info="pytorch-grad-cam's eigen_smooth (first principal component) and aug_smooth "
-                                      "(mean over 6 flipped / brightness-scaled copies, run as one batch).")
+    smoothing = gr.CheckboxGroup([choices.EIGEN_SMOOTH, choices.AUG_SMOOTH, choices.REFINE, choices.SESS], value=[],
+                                 label="Smoothing and refinement", elem_id="smoothing",
+                                 info="pytorch-grad-cam's eigen_smooth (first principal component), aug_smooth "
+                                      "(mean over 6 flipped / brightness-scaled copies, run as one batch), RefineCAM "
+                                      "(the product of two or more layers' maps: choose them above) and SESS (12 "
+                                      "scales of sliding-window patches, ~120 per image: multi-pass). The last two "
+                                      "apply to the one-pass methods.")
     return OptionsPanel(models, model_limit, run, run_progress, run_message, methods, target, contrast, layer, smoothing)
 
 
