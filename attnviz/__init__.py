@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["explain", "explain_batch", "compare", "__version__"]
+__all__ = ["explain", "explain_batch", "compare", "concepts", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: `attnviz --help` and `attnviz.errors` should not pay for importing torch.
-    if name in ("explain", "explain_batch", "compare"):
+    if name in ("explain", "explain_batch", "compare", "concepts"):
         from attnviz import api
 
         return getattr(api, name)

@@ -13,12 +13,15 @@ import torch
 from torch import nn
 
 from attnviz.core import cam as cam_core
+from attnviz.core import concepts as dff
 from attnviz.core import methods as catalogue
 from attnviz.core.devices import resolve_device
 from attnviz.core.engine import (
     DEFAULT_BATCH_SIZE,
     ProgressFn,
     Target,
+    _layer_names,
+    _prepare_inputs,
     explain_loaded,
     unavailable_methods,
     wrap_module,
@@ -165,3 +168,16 @@ def compare(names: Sequence[str | ModelSpec], image, methods: Sequence[str] = DE
                             timings={"total": cam_core.now_ms() - t0}, mask=mask)
     comparison.agreement = comparison_agreement(comparison, label_sets)
     return comparison
+
+
+def concepts(model: Model, images, k: int = dff.DEFAULT_CONCEPTS, layer: str | None = None, *,
+             device: str | torch.device | None = None, class_names: Sequence[str] | None = None) -> dff.Concepts:
+    """Deep Feature Factorization (pytorch-grad-cam's ``DeepFeatureFactorization``): ``k`` concepts found by NMF
+    of ``layer``'s activations (default: the model's CAM layer, its last stage) over all ``images`` together, one
+    heatmap per concept and image, and the classifier's logits for each concept (``Concepts.top_classes``).
+    ``images`` as for :func:`explain_batch`."""
+    r = resolve_model(model, device)
+    x, _ = _prepare_inputs(images, r.spec)
+    (name,) = _layer_names(layer, r.spec, r.model)
+    names = tuple(class_names) if class_names else (r.spec.class_names if r.spec else ())
+    return dff.concepts(r, x, name, int(k), names)

@@ -12,6 +12,7 @@ import pandas as pd
 from attnviz.app import pipeline, render
 from attnviz.app.report import dead_gate
 from attnviz.core import methods as catalogue
+from attnviz.errors import AttnvizError
 from attnviz.results import Comparison
 
 QUERY_VIEW_PX = 256
@@ -193,6 +194,27 @@ def gallery_caption(amap) -> str:
     return f"{amap.label}{' — ' + dead.upper() if dead else ''} — {amap.note}"
 
 
+CONCEPTS = "concepts"
+CONCEPT_COUNT = 5
+
+
+def concept_maps(expl) -> list:
+    """Deep Feature Factorization of one model's view of the image as displayable maps (one per concept, titled
+    with the classes it scores). Computed on demand: one forward of that model, NMF on the host."""
+    from attnviz.api import concepts
+    from attnviz.results import AttentionMap
+
+    found = concepts(expl.model, [expl.image], CONCEPT_COUNT)
+    out = []
+    for i in range(found.heatmaps.shape[1]):
+        top = ", ".join(f"{name} {p:.0%}" for name, p in found.top_classes(i))
+        out.append(AttentionMap(found.layer, found.layer, "concepts", f"concept {i + 1}" + (f": {top}" if top else ""),
+                                "spatial", found.heatmaps[0, i],
+                                note=f"NMF of {found.layer}'s activations into {CONCEPT_COUNT} concepts (Deep "
+                                     "Feature Factorization); the classes: the classifier on the concept"))
+    return out
+
+
 def attention_gallery(comparison: Comparison | None, model: str | None, scope: str, opacity: float = 0.5,
                       cmap: str = "jet", query: list[float] | None = None,
                       dark: bool = False) -> list[tuple[np.ndarray, str]]:
@@ -205,7 +227,13 @@ def attention_gallery(comparison: Comparison | None, model: str | None, scope: s
     if expl is None:
         return []
     q = tuple(query) if query else render.cam_peak(expl)
-    maps = list(expl.stage_summaries) if scope == "stage summaries" else list(expl.attention_maps)
+    if scope == CONCEPTS:
+        try:
+            maps = concept_maps(expl) if expl.image is not None else []
+        except AttnvizError:   # a model the registry cannot load again (e.g. an expired upload): nothing to show
+            maps = []
+    else:
+        maps = list(expl.stage_summaries) if scope == "stage summaries" else list(expl.attention_maps)
     if scope == "stage summaries":  # query maps, transforms and dead gates have no stage mean; show them anyway
         maps += [m for m in expl.attention_maps if m.layout in ("affinity", "affine") and
                  m.name in ("mean of heads", "2-step reach", "affinity", "position attention", "sampled region")]

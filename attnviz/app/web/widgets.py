@@ -15,7 +15,7 @@ from attnviz.app import pipeline, render
 from attnviz.app.web import choices
 from attnviz.app.web.components import SafeImage
 from attnviz.app.web.handlers import NO_BOX, PICKER_PX
-from attnviz.app.web.views import QUERY_VIEW_PX
+from attnviz.app.web.views import CONCEPT_COUNT, CONCEPTS, QUERY_VIEW_PX
 from attnviz.core.methods import DEFAULT_METHODS
 from attnviz.zoo.files import CHECKPOINT_SUFFIXES
 
@@ -185,7 +185,10 @@ def attention_panel() -> AttentionPanel:
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
                 model = gr.Dropdown([], label="Model", interactive=True, elem_id="attention-model")
-                scope = gr.Radio(["stage summaries", "every block"], value="stage summaries", label="Show")
+                scope = gr.Radio(["stage summaries", "every block", CONCEPTS], value="stage summaries",
+                                 label="Show", info=f"{CONCEPTS}: Deep Feature Factorization, "
+                                                    f"{CONCEPT_COUNT} NMF concepts of the last stage and the "
+                                                    "classes each scores")
                 gr.Markdown("**Query point** for Non-local / criss-cross / DANet / self-attention maps: click the "
                             "picture to move it (default: the Grad-CAM peak).")
                 query_image = gr.Image(type="numpy", interactive=False, height=QUERY_VIEW_PX + 8, show_label=False,
