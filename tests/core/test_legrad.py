@@ -6,7 +6,7 @@ How the reference is pinned:
 * TorchCAM's LeGrad only hooks torchvision's ``VisionTransformer`` (blocks with ``self_attention`` as an
   ``nn.MultiheadAttention``); timm's blocks hold their own ``Attention``. The reference is therefore a torchvision
   ``VisionTransformer`` of the same size carrying the timm model's weights, copied tensor for tensor
-  (:func:`_as_torchvision`); its logits are checked against the timm model's first.
+  (``benchmarks.reference_nets.as_torchvision_vit``); its logits are checked against the timm model's first.
 * TorchCAM's default per-block score is the head on the *mean of all tokens*; timm's ViT (and the LeGrad paper)
   score the class token. The reference is given ``score_projection`` = torchvision's final norm and head on the
   class token, which is what attnviz's per-block score (timm's ``norm`` + ``forward_head``) computes.
@@ -32,52 +32,14 @@ from attnviz.data import synth
 from attnviz.data.scenes import EVAL_SEED, cached_scenes
 from attnviz.errors import TargetError
 from attnviz.zoo import registry as zoo
+from benchmarks.reference_nets import as_torchvision_vit
 
 TARGETS = [3, 7]
 
 
-class _Embed(torch.nn.Module):
-    """The timm model's own patch embedding (a convolution, or the bundled hybrid's trunk) in torchvision's
-    ``conv_proj`` place: (B, D, h, w) out."""
-
-    def __init__(self, embed: torch.nn.Module) -> None:
-        super().__init__()
-        self.embed = embed
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.embed(x)
-        h, w = self.embed.dynamic_feat_size(x.shape[-2:])
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
-
-
-def _as_torchvision(vit: torch.nn.Module) -> torchvision.models.VisionTransformer:
-    """A torchvision ViT with the timm ViT's weights (class token, learned positions, qkv bias, no fc_norm); its
-    patch embedding is the timm model's own module."""
-    depth, dim = len(vit.blocks), vit.embed_dim
-    tv = torchvision.models.VisionTransformer(
-        image_size=vit.patch_embed.img_size[0], patch_size=vit.patch_embed.patch_size[0], num_layers=depth,
-        num_heads=vit.blocks[0].attn.num_heads, hidden_dim=dim, mlp_dim=vit.blocks[0].mlp.fc1.out_features,
-        num_classes=vit.num_classes).eval()
-    sd = vit.state_dict()
-    new = {"class_token": sd["cls_token"], "encoder.pos_embedding": sd["pos_embed"],
-           "encoder.ln.weight": sd["norm.weight"], "encoder.ln.bias": sd["norm.bias"],
-           "heads.head.weight": sd["head.weight"], "heads.head.bias": sd["head.bias"]}
-    pairs = (("norm1", "ln_1"), ("norm2", "ln_2"), ("mlp.fc1", "mlp.0"), ("mlp.fc2", "mlp.3"),
-             ("attn.proj", "self_attention.out_proj"), ("attn.qkv", "self_attention.in_proj"))
-    for i in range(depth):
-        for ours, theirs in pairs:
-            sep = "_" if theirs.endswith("in_proj") else "."
-            for kind in ("weight", "bias"):
-                new[f"encoder.layers.encoder_layer_{i}.{theirs}{sep}{kind}"] = sd[f"blocks.{i}.{ours}.{kind}"]
-    tv.conv_proj = _Embed(vit.patch_embed)
-    missing, unexpected = tv.load_state_dict(new, strict=False)
-    assert not unexpected and all(k.startswith("conv_proj.") for k in missing)
-    return tv
-
-
 def _torchcam_legrad(vit: torch.nn.Module, x: torch.Tensor, targets: list[int]) -> np.ndarray:
     """TorchCAM's unnormalised LeGrad map (B, h, w) on the torchvision copy of ``vit``."""
-    tv = _as_torchvision(vit)
+    tv = as_torchvision_vit(vit)
     with torch.no_grad():
         assert float((tv(x) - vit(x)).abs().max()) < 1e-4  # the copy is the same network
     with LeGrad(tv, list(tv.encoder.layers), score_projection=lambda t: tv.heads(tv.encoder.ln(t[:, 0]))) as cam:
