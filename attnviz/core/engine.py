@@ -9,7 +9,9 @@ returned is CPU numpy.
 
 Longer than 450 lines: the plan (which methods a model computes, and which it cannot), the locked pass and the
 assembly of one chunk share the ``_Plan`` / ``_Pass`` records, and this round added input-resolution maps and
-per-model applicability to all three; the plan is the part to move into its own module next.
+per-model applicability to all three; the plan is the part to move into its own module next. Issue 28 added
+LeGrad's per-block backward (``_legrad_gradients``) and the RefineCAM / SESS options (SESS's own work is
+:mod:`attnviz.core.sess`; the engine only runs its patches).
 """
 from __future__ import annotations
 
