@@ -125,10 +125,14 @@ NEW_METHODS = ["gradcam", "finercam", "eigencam", "kpcacam", "gradcamelementwise
 
 @pytest.mark.parametrize("flags, options", [
     (["--methods", ",".join(NEW_METHODS), "--layer", "layer2,layer3", "--amp"],
-     {"layers": ["layer2", "layer3"], "eigen_smooth": False, "aug_smooth": False, "amp": False}),
+     {"layers": ["layer2", "layer3"], "eigen_smooth": False, "aug_smooth": False, "refine": False, "sess": 0,
+      "amp": False}),
     (["--methods", "gradcam", "--aug-smooth", "--eigen-smooth"],
-     {"layers": ["layer3"], "eigen_smooth": True, "aug_smooth": True, "amp": False}),
-], ids=["new-methods-fused-amp", "aug-eigen-smooth"])
+     {"layers": ["layer3"], "eigen_smooth": True, "aug_smooth": True, "refine": False, "sess": 0, "amp": False}),
+    (["--methods", "gradcam,gradcam++", "--layer", "layer2,layer3", "--refine", "--sess", "2"],
+     {"layers": ["layer2", "layer3"], "eigen_smooth": False, "aug_smooth": False, "refine": True, "sess": 2,
+      "amp": False}),
+], ids=["new-methods-fused-amp", "aug-eigen-smooth", "refine-sess"])
 def test_cli_options_reach_the_engine_the_report_and_the_npz(folder, tmp_path, capsys, flags, options):
     image = folder / "img02.png"
     out = tmp_path / "o"
@@ -148,7 +152,8 @@ def test_cli_options_reach_the_engine_the_report_and_the_npz(folder, tmp_path, c
     assert {(a["model"], a["method"]) for a in report["agreement"]} == {("se", m) for m in methods}
     # the maps are the API's with the same options: the flags reached the engine, not only the report
     ref = compare(["baseline", "se"], str(image), methods, "ring", options["layers"], contrast="star",
-                  eigen_smooth=options["eigen_smooth"], aug_smooth=options["aug_smooth"], device="cpu")
+                  eigen_smooth=options["eigen_smooth"], aug_smooth=options["aug_smooth"], refine=options["refine"],
+                  sess=options["sess"], device="cpu")
     with np.load(out / "img02_maps.npz") as npz:
         fields = list(npz["agreement_fields"])
         for e in ref.explanations:
