@@ -512,11 +512,12 @@ def _explanations(r: LoadedModel, p: _Pass, computed: dict[str, cam_core.CamArra
     if o.eigen_smooth and unsmoothed:
         warnings.append(f"eigen smooth applies to the CAM-layer methods; {', '.join(unsmoothed)} are computed "
                         "without it.")
-    elsewhere = [catalogue.title(m) for m in o.methods if catalogue.get(m).kind != catalogue.ONE_PASS]
+    elsewhere = [catalogue.title(m) for m in o.methods
+                 if catalogue.get(m).kind != catalogue.ONE_PASS and m not in plan.unavailable]
     for name, on in (("RefineCAM", o.refine), ("SESS", o.sess)):
         if on and elsewhere:
-            warnings.append(f"{name} applies to the one-pass CAM-layer methods; {', '.join(elsewhere)} are "
-                            "computed without it.")
+            warnings.append(f"{name} applies to the one-pass CAM-layer methods; {', '.join(elsewhere)} "
+                            f"{'is' if len(elsewhere) == 1 else 'are'} computed without it.")
     if o.amp and r.device.type != "cuda":
         warnings.append(f"--amp runs only on CUDA; the maps were computed in float32 on {r.device}.")
     out = []
