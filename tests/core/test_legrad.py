@@ -92,11 +92,15 @@ def test_legrad_refuses_windowed_attention_and_cnns():
         explain(cnn, torch.randn(1, 3, 64, 64), ("legrad",), layer="layer4")
 
 
-def test_legrad_needs_no_class_token():
+def test_legrad_needs_no_class_token_and_drops_every_prefix_token():
     """A global-pool ViT has no class token (rollout refuses it); LeGrad scores each block by the model's own
     patch-mean head, and its map covers the patches."""
     torch.manual_seed(0)
     gap = timm.create_model("vit_tiny_patch16_224", class_token=False, global_pool="avg", img_size=64,
                             num_classes=4).eval()
     e = explain(gap, torch.randn(1, 3, 64, 64), ("legrad",), target=1)
+    assert e.cams["legrad"].layer_map.shape == (4, 4) and e.cams["legrad"].heatmap.max() == pytest.approx(1, abs=1e-6)
+    # DeiT-distilled: two prefix tokens dropped, each block scored by the mean of its two heads (timm's forward_head)
+    deit = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=64, num_classes=5).eval()
+    e = explain(deit, torch.randn(1, 3, 64, 64), ("legrad",), target=1, contrast=2)
     assert e.cams["legrad"].layer_map.shape == (4, 4) and e.cams["legrad"].heatmap.max() == pytest.approx(1, abs=1e-6)
