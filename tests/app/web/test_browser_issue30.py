@@ -5,7 +5,6 @@ Screenshots go to test-output/issue30_*.png.
 """
 from __future__ import annotations
 
-import os
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +16,7 @@ import torch
 from PIL import Image
 from playwright.sync_api import expect
 from test_browser import SCENES, SLOW, WAIT, compare, open_page, pick_example, upload
-from webapp import free_port, wait_until_serving
+from webapp import running_app
 
 import models
 
@@ -25,39 +24,16 @@ pytestmark = pytest.mark.browser
 ENABLED_AGAIN_MS = 1000
 
 
-def _serve(models_list: list[str] | None = None):
-    from attnviz.app.web import page as ui
-
-    port = free_port()
-    app = ui.launch(host="127.0.0.1", port=port, models=models_list, prevent_thread_lock=True)
-    url = f"http://127.0.0.1:{port}/"
-    wait_until_serving(url)
-    return app, url
-
-
 @pytest.fixture(scope="module")
 def url():
-    # a closed tab is noticed within a second (Gradio's default heartbeat is 15 s)
-    old = os.environ.get("GRADIO_HEARTBEAT_INTERVAL")
-    os.environ["GRADIO_HEARTBEAT_INTERVAL"] = "0.5"
-    app, u = _serve()
-    try:
+    with running_app(heartbeat_s=0.5) as u:   # a closed tab is noticed within a second
         yield u
-    finally:
-        app.close()
-        if old is None:
-            os.environ.pop("GRADIO_HEARTBEAT_INTERVAL", None)
-        else:
-            os.environ["GRADIO_HEARTBEAT_INTERVAL"] = old
 
 
 @pytest.fixture(scope="module")
 def mixed_url():
-    app, u = _serve(["baseline", "vit"])
-    try:
+    with running_app(["baseline", "vit"]) as u:
         yield u
-    finally:
-        app.close()
 
 
 def _refused(page, says: str, shot: Path) -> None:

@@ -13,8 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import assert_json_close
+from PIL import Image
 
 from attnviz.app import cli
+from attnviz.app.web import assets
 from attnviz.app.web.dataset import handlers, jobs, settings
 from attnviz.data.export import export_scenes
 from attnviz.errors import AttnvizError
@@ -94,6 +96,8 @@ def test_where_they_disagree_rows_and_opening_one_on_compare(exported):
     assert [p["spearman"] for p in picks] == sorted(rho)[:settings.DISAGREE_K]
     assert all(Path(path).is_file() and Path(path).is_relative_to(jobs.current("d").folder) for path, _ in gallery)
     assert gallery[0][1].startswith(f"{picks[0]['id']}: Spearman {picks[0]['spearman']:.2f}")
+    width, height = Image.open(gallery[0][0]).size      # the page reserves this shape before the picture loads
+    assert f"{width} / {height}" == assets.DISAGREE_ROW_RATIO
     image, models, methods, tabs = handlers.on_open_in_compare(SimpleNamespace(index=1), picks)
     assert Path(image).is_file() and models == ["baseline", "se"] and methods == ["gradcam"]
     assert tabs.selected == "compare"

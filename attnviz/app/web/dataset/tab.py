@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from attnviz.app.web.assets import OPEN_ON_COMPARE_JS
 from attnviz.app.web.dataset import handlers, settings
 from attnviz.app.web.dataset.widgets import DatasetPanel
 
@@ -23,7 +24,10 @@ def wire(dp: DatasetPanel, tabs: gr.Tabs, image: gr.Image, models: gr.Dropdown, 
     for control in (dp.variant, dp.method):
         control.change(handlers.on_disagree, [dp.variant, dp.method], [dp.gallery, dp.picks],
                        api_visibility="private", concurrency_id="compare", trigger_mode="always_last")
-    dp.gallery.select(handlers.on_open_in_compare, dp.picks, [image, models, methods, tabs], api_visibility="private")
+    opened = dp.gallery.select(handlers.on_open_in_compare, dp.picks, [image, models, methods, tabs],
+                               api_visibility="private")
+    opened.then(None, None, None, js=OPEN_ON_COMPARE_JS, queue=False, api_visibility="private",
+                show_progress="hidden")
 
 
 def refresh_models(event, dp: DatasetPanel, session: gr.State) -> None:

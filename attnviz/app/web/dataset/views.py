@@ -159,4 +159,4 @@ def disagreement_row(image: np.ndarray, mask: np.ndarray | None, reference_map: 
 def disagreement_caption(pick: dict) -> str:
     epg = pick["epg_difference"]
     extra = f", EPG difference {epg * 100:+.1f} points" if epg is not None else ""
-    return f"{pick['id']}: Spearman {pick['spearman']:.2f}{extra} (click: open on the Compare tab)"
+    return f"{pick['id']}: Spearman {pick['spearman']:.2f}{extra}"
