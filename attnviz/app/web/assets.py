@@ -43,8 +43,8 @@ CSS = """
    overlay puts its timer absolutely at the bottom right, over the bar in a short box and over the text in a narrow
    one: here the description, the bar and the timer are stacked in the flow instead. */
 #run-row { align-items: center; }
-#run-progress { min-height: 96px; min-width: 220px; }
-#run-progress .wrap { justify-content: center; padding: 2px 8px; gap: 2px; }
+#run-progress { min-height: 60px; min-width: 220px; }
+#run-progress .wrap { justify-content: center; padding: 2px 8px; gap: 2px; bottom: 0; }
 #run-progress .progress-level-inner { margin: 0 auto 2px auto; text-align: center; white-space: normal;
   overflow-wrap: anywhere; }
 #run-progress .meta-text, #run-progress .meta-text-center { position: static; transform: none; padding: 0;
@@ -52,9 +52,10 @@ CSS = """
 @media (max-width: 640px) {
   /* a phone: the progress goes under Compare, full width; Compare and the examples come right after the upload
      box (before the model list), so the first screen has all three */
-  #run-row { flex-wrap: wrap; }
+  #run-row { flex-wrap: wrap; row-gap: 0; }
   #run-row > * { flex: 1 1 100% !important; min-width: 0 !important; }
-  #run-progress { min-height: 80px; }
+  #run-progress { min-height: 0; }   /* no empty band under Compare while nothing runs */
+  #run-progress:has(.wrap:not(.hide)) { min-height: 60px; }
   #run-row { order: -3; }
   #run-message { order: -2; }
   #examples { order: -1; }

@@ -5,12 +5,13 @@ data-set job runs. Screenshots go to test-output/dataset_*.png."""
 from __future__ import annotations
 
 import re
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
-from test_browser import in_viewport
+from test_browser import compare, in_viewport, upload
 from webapp import running_app
 
 from attnviz.data.examples import EXAMPLES_DIR
@@ -38,6 +39,21 @@ def scenes_zip(tmp_path_factory) -> Path:
             if f.is_file():
                 zf.write(f, "scenes24/" + f.relative_to(folder).as_posix())
     return path
+
+
+@pytest.fixture
+def watchable(monkeypatch):
+    """Every model pass of a data-set job reports, then waits 0.4 s (the server runs in this process), so even a
+    warm 24-image job runs long enough for the page to show its progress advancing."""
+    from attnviz.app.web.dataset import jobs
+
+    real = jobs.DatasetJob._on_progress
+
+    def slow(self, p):
+        real(self, p)
+        time.sleep(0.4)
+
+    monkeypatch.setattr(jobs.DatasetJob, "_on_progress", slow)
 
 
 def _each_row_is_whole_and_compact(page, width: int) -> None:
@@ -83,7 +99,7 @@ def run_uploaded(page, scenes_zip: Path) -> None:
 
 
 @pytest.mark.parametrize("width", [1400, 390])
-def test_upload_a_zip_and_read_the_results(browser, url, scenes_zip, output_dir, width):
+def test_upload_a_zip_and_read_the_results(browser, url, scenes_zip, output_dir, width, watchable):
     page = open_tab(browser, url, width)
     run_uploaded(page, scenes_zip)
     status = page.locator("#ds-status")
@@ -97,6 +113,8 @@ def test_upload_a_zip_and_read_the_results(browser, url, scenes_zip, output_dir,
             break
         page.wait_for_timeout(250)
     assert any("model pass" in s and "images/s" in s for s in seen), seen
+    passes = {int(m[1]) for s in seen for m in [re.search(r"model pass (\d+) /", s)] if m}
+    assert len(passes) >= 2, seen                                       # the progress advanced while we watched
     expect(status).to_contain_text("Done: 24 images", timeout=SLOW)
     table = page.locator("#ds-table table")
     expect(table).to_contain_text("CBAM")
@@ -132,22 +150,32 @@ def test_upload_a_zip_and_read_the_results(browser, url, scenes_zip, output_dir,
     page.close()
 
 
-def test_stop_keeps_a_partial_table_and_compare_answers_meanwhile(browser, url, output_dir):
-    page = open_tab(browser, url, 1400)
-    page.locator("#ds-n input").fill("200")
+@pytest.mark.parametrize("width", [1400, 390])
+def test_compare_answers_while_a_job_runs_and_stop_keeps_a_partial_table(browser, url, output_dir, width):
+    page = open_tab(browser, url, width)
+    page.locator("#ds-n input").fill("500")
     page.locator("#ds-run").click()
     status = page.locator("#ds-status")
-    expect(status).to_contain_text(re.compile(r"[1-9]\d* / 200 images finished"), timeout=SLOW)
-    # the Compare tab, meanwhile: one scene through the three models
+    expect(status).to_contain_text(re.compile(r"[1-9]\d* / 500 images finished"), timeout=SLOW)
+    # the Compare tab, meanwhile: one scene through the three models, answered while the job is still scoring
     page.get_by_role("tab", name="Compare").click()
     scene = sorted(p for p in EXAMPLES_DIR.glob("*.png") if not p.name.endswith("_mask.png"))[0]
-    page.locator("#input-image input[type=file]").set_input_files(str(scene))
-    page.locator("#compare-button").click()
-    expect(page.locator("#predictions")).to_contain_text("Baseline", timeout=SLOW)
+    upload(page, scene)
+    compare(page)
+    expect(page.locator("#predictions")).to_contain_text("Baseline")
+    page.screenshot(path=str(output_dir / f"dataset_compare_during_job_{width}.png"))
     page.get_by_role("tab", name="Data set").click()
-    if "Done:" not in status.inner_text():
-        page.locator("#ds-stop").click()
-        expect(status).to_contain_text("Stopped:", timeout=WAIT)
-    expect(page.locator("#ds-table table")).to_contain_text("SE", timeout=WAIT)
-    page.screenshot(path=str(output_dir / "dataset_stopped.png"), full_page=True)
+    assert "Scoring" in status.inner_text(), status.inner_text()      # the job had not ended meanwhile
+    page.locator("#ds-stop").click()
+    expect(status).to_contain_text("Stopped:", timeout=WAIT)
+    done = int(re.search(r"Stopped: (\d+) of 500 images", status.inner_text())[1])
+    assert 0 < done < 500
+    table = page.locator("#ds-table table")
+    expect(table).to_contain_text(f"over {done} images")               # the partial table: the finished images
+    expect(table).to_contain_text("SE")
+    expect(page.locator("#ds-run")).to_be_enabled()
+    expect(page.locator("#ds-stop")).to_be_disabled()
+    if width < 500:
+        assert page.evaluate("document.documentElement.scrollWidth") <= width + 2
+    page.screenshot(path=str(output_dir / f"dataset_stopped_{width}.png"), full_page=True)
     page.close()

@@ -27,8 +27,6 @@ def all_models_url():
         yield u
 
 
-@pytest.mark.xfail(strict=True, reason="issue 30/25 follow-up: the page is 1694 px tall at 1400 px since this round "
-                   "added the Data set tab's header, the method-cost line and the run message (bound: 1600)")
 def test_compare_is_disabled_while_running_and_the_results_come_into_view(browser, url, output_dir):
     page = open_page(browser, url)
     assert in_viewport(page, "#examples"), "the examples are beside the upload box, above the fold"

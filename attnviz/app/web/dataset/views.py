@@ -40,12 +40,15 @@ def progress_markdown(p: EvalProgress | None, models: int, label: str) -> str:
 
 
 def done_markdown(result: dict, notes: Sequence[str] = ()) -> str:
+    """"**Done:** 24 images in 19 s." or "**Stopped:** 96 of 500 images were finished by every model in 3 s; the
+    table is over those.", then what was skipped and the notes."""
     stopped = result.get("stopped")
+    took = f" in {result['seconds']:.0f} s"
     head = (f"**Stopped:** {stopped['images_done']} of {stopped['images_total']} images were finished by every "
-            "model; the table is over those." if stopped else f"**Done:** {result['n']} images")
+            f"model{took}; the table is over those" if stopped else f"**Done:** {result['n']} images{took}")
     skipped = result.get("skipped") or []
     tail = f" · {len(skipped)} file(s) skipped (listed below and in results.md)" if skipped else ""
-    return head + f" in {result['seconds']:.0f} s{tail}." + "".join(f"\n\n{n}" for n in notes)
+    return head + f"{tail}." + "".join(f"\n\n{n}" for n in notes)
 
 
 def _metrics(result: dict) -> tuple:
