@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from attnviz.app.render.attention import titled
-from attnviz.app.render.draw import draw_mask_contour, overlay, square
+from attnviz.app.render.draw import LIGHT, Palette, draw_mask_contour, overlay, square
 from attnviz.app.render.grid import difference_cell
 from attnviz.app.web.views import html_table
 from attnviz.evaluation.findings import findings
@@ -141,18 +141,20 @@ def disagreements(result: dict, variant: str, method: str, k: int) -> list[dict]
 
 
 def disagreement_row(image: np.ndarray, mask: np.ndarray | None, reference_map: np.ndarray, variant_map: np.ndarray,
-                     names: tuple[str, str], pick: dict) -> np.ndarray:
-    """One grid row: the input (object outlined), the reference's map, the variant's map, their difference."""
+                     names: tuple[str, str], pick: dict, palette: Palette = LIGHT) -> np.ndarray:
+    """One grid row: the input (object outlined), the reference's map, the variant's map, their difference; titles
+    and gaps in ``palette`` (the dark page's own colours in dark mode)."""
     size = ROW_CELL
     view = square(image, size)
     if mask is not None:
         view = draw_mask_contour(view, mask)
-    cells = [titled(view, "input"),
-             titled(square(overlay(image, reference_map), size), names[0]),
-             titled(square(overlay(image, variant_map), size), names[1]),
-             titled(difference_cell(difference_map(variant_map, reference_map), image, size, None),
-                    f"difference, rho {pick['spearman']:.2f}")]
-    gap = np.full((cells[0].shape[0], 4, 3), 255, np.uint8)
+    cells = [titled(view, "input", palette=palette),
+             titled(square(overlay(image, reference_map), size), names[0], palette=palette),
+             titled(square(overlay(image, variant_map), size), names[1], palette=palette),
+             titled(difference_cell(difference_map(variant_map, reference_map), image, size, None, palette),
+                    f"difference, rho {pick['spearman']:.2f}", palette=palette)]
+    gap = np.empty((cells[0].shape[0], 4, 3), np.uint8)
+    gap[:] = palette.paper
     parts = []
     for c in cells:
         parts += [c, gap]
