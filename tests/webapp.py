@@ -79,18 +79,29 @@ def wait_until_serving(url: str, timeout: float = 60.0) -> float:
 
 
 @contextlib.contextmanager
-def running_app() -> Iterator[str]:
-    """Start the page in this process (no thread lock) and yield its URL."""
+def running_app(models: list[str] | None = None, heartbeat_s: float | None = None) -> Iterator[str]:
+    """Start the page in this process (no thread lock) with ``models`` selected (None: the defaults) and yield its
+    URL. ``heartbeat_s``: Gradio's heartbeat interval while it runs (a closed tab is noticed within about that
+    long; Gradio's default is 15 s), the environment as it was afterwards."""
     from attnviz.app.web import page as ui
 
-    port = free_port()
-    app = ui.launch(host="127.0.0.1", port=port, prevent_thread_lock=True)
-    url = f"http://127.0.0.1:{port}/"
+    old = os.environ.get("GRADIO_HEARTBEAT_INTERVAL")
+    if heartbeat_s is not None:
+        os.environ["GRADIO_HEARTBEAT_INTERVAL"] = str(heartbeat_s)
     try:
-        wait_until_serving(url)
-        yield url
+        port = free_port()
+        app = ui.launch(host="127.0.0.1", port=port, models=models, prevent_thread_lock=True)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            wait_until_serving(url)
+            yield url
+        finally:
+            app.close()
     finally:
-        app.close()
+        if old is None:
+            os.environ.pop("GRADIO_HEARTBEAT_INTERVAL", None)
+        else:
+            os.environ["GRADIO_HEARTBEAT_INTERVAL"] = old
 
 
 class _OneFile(http.server.BaseHTTPRequestHandler):

@@ -251,3 +251,53 @@ def test_a_tiny_image_and_an_animated_gif_are_explained_with_a_note(tmp_path):
         assert any(says in note for note in result.notes), result.notes
     plain = pipeline.run(pipeline.Request(image=str(SCENE), models=["baseline"], methods=["gradcam"], device="cpu"))
     assert plain.notes == []
+
+
+# ---- 10. polish: captions whole, vs-baseline cells as large as the others ------------------------------------
+
+def _inked_rows(band: np.ndarray, paper) -> np.ndarray:
+    return np.flatnonzero((np.abs(band.astype(int) - np.array(paper)).sum(axis=2) > 60).any(axis=1))
+
+
+def test_chart_captions_and_picture_titles_keep_their_descenders():
+    """The channel bars' "128 channels · red: top 5" and a picture's title ("layer3 · ... gypq") are drawn whole:
+    ink in their band stops above its last row (before, the band cut through the g / p / y)."""
+    from attnviz.app.render.attention import TITLE_H, titled
+
+    chart = render.bar_chart(np.linspace(0, 1, 128), 200, 200, highlight_top=5)
+    foot = chart[-14:]                                    # the caption band under the axis
+    rows = _inked_rows(foot, draw.LIGHT.paper)
+    assert rows.size and rows.max() < foot.shape[0] - 1, rows
+    pic = titled(np.zeros((200, 200, 3), np.uint8), "layer3 · spatial gating (gypq)")
+    rows = _inked_rows(pic[:TITLE_H], draw.LIGHT.paper)
+    assert rows.size and rows.max() < TITLE_H - 1, rows
+    for size in (10, 11, 12):                             # the same text in a roomy box: nothing more is drawn
+        tight = draw.text_image(["top 5 gypq"], 120, size + 4, size, top=draw.band_top(size + 4, size))
+        roomy = draw.text_image(["top 5 gypq"], 120, 60, size, top=20)
+        assert (tight < 128).sum() == (roomy < 128).sum(), size
+
+
+def test_a_long_picture_title_is_shortened_from_the_front_to_fit():
+    from attnviz.app.render.attention import titled
+
+    title = "blocks.5.attn · head 3 of 12 · class-token attention over every patch"
+    band = titled(np.zeros((160, 160, 3), np.uint8), title)[:18]
+    assert draw.fit_tail(title, 152, 12).startswith("…") and draw.fit_tail(title, 152, 12).endswith("every patch")
+    assert _inked_rows(band.transpose(1, 0, 2), draw.LIGHT.paper).max() < 158   # not cut at the right edge
+
+
+def test_the_vs_baseline_map_fills_its_cell_like_the_other_columns():
+    """The difference map is as wide as the cell (it was drawn 18 px smaller and centred, so the column looked
+    narrower than the others), with its numbers on a band across the bottom, on the dark page's colours too."""
+    result = pipeline.run(pipeline.Request(image=SCENE, models=["baseline", "se"], methods=["gradcam"]))
+    for dark, palette in ((False, draw.LIGHT), (True, draw.DARK)):
+        cells = pipeline.grid_cells(result.comparison, dark=dark)
+        se = cells.rows[1].cells[-1]
+        cam = cells.rows[1].cells[1]
+        assert se.shape == cam.shape
+        top = se[: se.shape[0] // 2]
+        paper = np.array(palette.paper)
+        columns = (np.abs(top.astype(int) - paper).sum(axis=2) > 30).any(axis=0)
+        assert columns[0] and columns[-1], "the map reaches both edges of the cell"
+        band = se[-18:]
+        assert np.abs(band.astype(int) - paper).sum(axis=2).mean() < 120   # the numbers' band is the page's colour

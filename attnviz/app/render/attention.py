@@ -10,9 +10,12 @@ import re
 import cv2
 import numpy as np
 
+from attnviz.app.render import draw
 from attnviz.app.render.charts import bar_chart, matrix_image, profile_plot
 from attnviz.app.render.draw import LIGHT, MASK_COLOUR, Palette, colorize, marker, overlay, resize, square, text_image
 from attnviz.results import AttentionMap, Explanation
+
+TITLE_H = 18   # the band a titled picture's title sits in, above it
 
 GATE_LEGEND = "gate value 0–1, absolute"
 _AFTER_STAGE = re.compile(r"^[a-z_]+?(\d+)$")   # heads named after their stage: cc3, danet3, nl2, bam1
@@ -107,8 +110,8 @@ def region_image(theta: np.ndarray, image: np.ndarray | None, size: int) -> np.n
 def titled(img: np.ndarray, title: str, font_size: int = 12, palette: Palette = LIGHT) -> np.ndarray:
     if not title:
         return img
-    band = text_image([title if len(title) <= 44 else "…" + title[-43:]], img.shape[1], 18, font_size,
-                      palette.paper, palette.ink)
+    band = text_image([draw.fit_tail(title, img.shape[1] - 8, font_size)], img.shape[1], TITLE_H, font_size,
+                      palette.paper, palette.ink, top=draw.band_top(TITLE_H, font_size))
     return np.concatenate([band, img], axis=0)
 
 

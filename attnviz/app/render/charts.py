@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from attnviz.app.render.draw import LIGHT, Palette, colorize, resize, text_image
+from attnviz.app.render.draw import LIGHT, Palette, band_top, colorize, resize, text_image
 
 HOT = (220, 80, 40)     # the ``highlight_top`` largest channels
 BAR = (70, 120, 200)
@@ -45,12 +45,15 @@ def bar_chart(values: np.ndarray, width: int = 320, height: int = 120, title: st
     cv2.line(im, (left - 2, base), (width - 2, base), palette.axis, 1)
     cv2.line(im, (left - 2, top_pad), (left - 2, base), palette.axis, 1)
     for value, y in ((vmax, top_pad), (vmin, base - 11)):
-        im[y:y + 12, :left - 3] = text_image([f"{value:g}"], left - 3, 12, 10, palette.paper, palette.ink)[:, :left - 3]
+        im[y:y + 12, :left - 3] = text_image([f"{value:g}"], left - 3, 12, 10, palette.paper, palette.ink,
+                                             top=band_top(12, 10))[:, :left - 3]
     caption = f"{n} channels" + (f" · red: top {highlight_top}" if highlight_top else "")
-    im[base + 2:height] = text_image([caption], width, height - base - 2, 10, palette.paper, palette.ink,
-                                     center=True)[:height - base - 2]
+    strip = height - base - 2
+    im[base + 2:height] = text_image([caption], width, strip, 10, palette.paper, palette.ink, center=True,
+                                     top=band_top(strip, 10))[:strip]
     if title:
-        im[:top_pad] = text_image([title], width, top_pad, 12, palette.paper, palette.ink)[:top_pad]
+        im[:top_pad] = text_image([title], width, top_pad, 12, palette.paper, palette.ink,
+                                  top=band_top(top_pad, 12))[:top_pad]
     return im
 
 

@@ -77,12 +77,14 @@ def drawable(text: str, size: int = 14) -> str:
 
 def text_image(lines: Sequence[str], width: int, height: int, font_size: int = 14,
                background: tuple[int, int, int] = WHITE, colour: tuple[int, int, int] = INK,
-               center: bool = False) -> np.ndarray:
-    """Lines of text on a flat background, clipped to the box (used for labels and placeholders)."""
+               center: bool = False, top: int = 4) -> np.ndarray:
+    """Lines of text on a flat background, clipped to the box (used for labels and placeholders). ``top``: where
+    the first line starts; a one-line band as short as ``font_size + 3`` needs a small one, or the descenders
+    (g, p, y) are cut off (:func:`band_top` gives it)."""
     im = Image.new("RGB", (max(1, width), max(1, height)), background)
     draw = ImageDraw.Draw(im)
     face = font(font_size)
-    y = 4
+    y = top
     for line in lines:
         line = drawable(line, font_size)
         w = draw.textlength(line, font=face)
@@ -90,6 +92,26 @@ def text_image(lines: Sequence[str], width: int, height: int, font_size: int = 1
         draw.text((x, y), line, fill=colour, font=face)
         y += font_size + 4
     return np.asarray(im).copy()
+
+
+def band_top(height: int, font_size: int) -> int:
+    """Where a one-line band ``height`` px tall starts its text so the whole line, descenders included, is in it
+    (centred; at least 0, at most the usual 4)."""
+    ascent, descent = font(font_size).getmetrics()
+    return int(max(0, min(4, (height - ascent - descent) // 2)))
+
+
+def fit_tail(text: str, width: int, font_size: int) -> str:
+    """``text`` shortened from the front with "…" until it fits ``width`` pixels (the end of a layer name is the
+    part that tells two maps apart)."""
+    face = font(font_size)
+    text = drawable(text, font_size)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    if draw.textlength(text, font=face) <= width:
+        return text
+    while text and draw.textlength("…" + text, font=face) > width:
+        text = text[1:]
+    return "…" + text
 
 
 def fit_text(text: str, width: int, font_size: int) -> str:

@@ -17,6 +17,7 @@ from attnviz.app.render.draw import (
     COLORBAR_W,
     LIGHT,
     Palette,
+    band_top,
     colorbar,
     diverging_colours,
     draw_mask_contour,
@@ -77,23 +78,22 @@ def cam_cell(expl: Explanation, method: str, *, opacity: float = 0.5, cmap: str 
 
 def difference_cell(diff: np.ndarray, view: np.ndarray | None, size: int, numbers: dict[str, float] | None,
                     palette: Palette = LIGHT) -> np.ndarray:
-    """A variant-minus-baseline map over the model's view (faint), with its agreement numbers underneath."""
+    """A variant-minus-baseline map over the model's view (faint), as large as the grid's other cells, with its
+    agreement numbers on a band across its bottom (the map shows through it faintly)."""
     import cv2
 
-    strip = 18 if numbers else 0
-    side = size - strip
-    colour = diverging_colours(resize(np.asarray(diff, np.float32), (side, side)), _centre(palette))
+    colour = diverging_colours(resize(np.asarray(diff, np.float32), (size, size)), _centre(palette))
     if view is not None:
-        grey = cv2.cvtColor(cv2.cvtColor(square(view, side), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        grey = cv2.cvtColor(cv2.cvtColor(square(view, size), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
         colour = cv2.addWeighted(grey, 0.25, colour, 0.75, 0.0)
     if not numbers:
         return colour
-    out = np.empty((size, size, 3), np.uint8)
-    out[:] = palette.paper
-    left = (size - side) // 2
-    out[:side, left:left + side] = colour
-    caption = f"rho {numbers['spearman']:.2f}  IoU {numbers['top20_iou']:.2f}  d {numbers['peak_distance_diag_pct']:.0f}%"
-    out[side:] = text_image([caption], size, strip, 11, palette.paper, palette.ink, center=True)
+    strip = 18
+    caption = (f"rho {numbers['spearman']:.2f}  IoU {numbers['top20_iou']:.2f}  "
+               f"d {numbers['peak_distance_diag_pct']:.0f}%")
+    band = text_image([caption], size, strip, 11, palette.paper, palette.ink, center=True, top=band_top(strip, 11))
+    out = colour.copy()
+    out[size - strip:] = cv2.addWeighted(band, 0.8, colour[size - strip:], 0.2, 0.0)
     return out
 
 

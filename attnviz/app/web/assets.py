@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 NARROW_PX = 700   # below this width the grid becomes one card per model
+DISAGREE_ROW_MIN_PX = 520   # a "where they disagree" picture is at least this wide where the frame allows
+DISAGREE_ROW_RATIO = "524 / 146"   # its width / height (dataset.views.disagreement_row at ROW_CELL = 128)
 
 CSS = """
 /* tiny benchmark scenes fill the upload box instead of sitting at 128 px */
@@ -12,17 +14,27 @@ CSS = """
 /* a visible focus ring on every checkbox and radio (Gradio's default draws none on some) */
 #cam-methods input:focus-visible, #colour-scale input:focus-visible, input[type=checkbox]:focus-visible {
   outline: 3px solid var(--color-accent, #f97316) !important; outline-offset: 2px; }
-/* gallery captions sit under their picture and wrap, instead of being cut or covering the map */
-#attention-gallery .thumbnail-item { aspect-ratio: auto !important; height: auto !important;
-  display: flex; flex-direction: column; }
+/* gallery captions sit under their picture and wrap, instead of being cut or covering the map; the gallery is as
+   tall as its pictures (Gradio's is a fixed-height scroll box of square tiles, which crops a wide picture) */
+#attention-gallery .thumbnail-item, #ds-gallery .thumbnail-item { aspect-ratio: auto !important;
+  height: auto !important; display: flex; flex-direction: column; }
 #attention-gallery .thumbnail-lg > img { height: auto !important; aspect-ratio: 200 / 218; }
-#attention-gallery .caption-label { position: static !important; white-space: normal !important;
-  overflow: visible !important; text-overflow: clip !important; max-width: 100% !important; opacity: 1 !important;
-  border: none !important; border-top: 1px solid var(--border-color-primary) !important; border-radius: 0 !important; }
-#attention-gallery .grid-wrap.fixed-height { max-height: none !important; min-height: 0 !important; }
+#attention-gallery .caption-label, #ds-gallery .caption-label { position: static !important;
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
+  max-width: 100% !important; opacity: 1 !important; border: none !important;
+  border-top: 1px solid var(--border-color-primary) !important; border-radius: 0 !important; }
+#attention-gallery .grid-wrap.fixed-height, #ds-gallery .grid-wrap.fixed-height { max-height: none !important;
+  min-height: 0 !important; overflow-y: visible !important; }
 @media (max-width: 640px) {
   #attention-gallery .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
 }
+/* where they disagree: one wide picture per image (input, reference map, variant map, difference), two side by
+   side on a wide screen; the picture's shape is known before it loads (the gallery loads them lazily) */
+#ds-gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(min(100%, ROW_MINpx), 1fr)) !important;
+  grid-auto-rows: auto !important; }
+#ds-gallery .thumbnail-lg > img { height: auto !important; aspect-ratio: ROW_RATIO; }
+#ds-disagree-help p { font-size: 13px; margin: 0; }
+@media (max-width: 640px) { #ds-gallery .grid-wrap { padding: 0 !important; } }
 #ood-note { border-left: 4px solid var(--color-accent, #f97316); padding-left: 10px; }
 #image-error { color: var(--error-text-color, #b91c1c); }
 #run-message { border-left: 4px solid var(--error-text-color, #b91c1c); padding-left: 10px; }
@@ -31,8 +43,8 @@ CSS = """
    overlay puts its timer absolutely at the bottom right, over the bar in a short box and over the text in a narrow
    one: here the description, the bar and the timer are stacked in the flow instead. */
 #run-row { align-items: center; }
-#run-progress { min-height: 96px; min-width: 220px; }
-#run-progress .wrap { justify-content: center; padding: 2px 8px; gap: 2px; }
+#run-progress { min-height: 60px; min-width: 220px; }
+#run-progress .wrap { justify-content: center; padding: 2px 8px; gap: 2px; bottom: 0; }
 #run-progress .progress-level-inner { margin: 0 auto 2px auto; text-align: center; white-space: normal;
   overflow-wrap: anywhere; }
 #run-progress .meta-text, #run-progress .meta-text-center { position: static; transform: none; padding: 0;
@@ -40,9 +52,10 @@ CSS = """
 @media (max-width: 640px) {
   /* a phone: the progress goes under Compare, full width; Compare and the examples come right after the upload
      box (before the model list), so the first screen has all three */
-  #run-row { flex-wrap: wrap; }
+  #run-row { flex-wrap: wrap; row-gap: 0; }
   #run-row > * { flex: 1 1 100% !important; min-width: 0 !important; }
-  #run-progress { min-height: 80px; }
+  #run-progress { min-height: 0; }   /* no empty band under Compare while nothing runs */
+  #run-progress:has(.wrap:not(.hide)) { min-height: 60px; }
   #run-row { order: -3; }
   #run-message { order: -2; }
   #examples { order: -1; }
@@ -95,7 +108,8 @@ CSS = """
   .av-table td { border: none; padding: 1px 4px; }
   .av-table td::before { content: attr(data-label) ": "; font-weight: 600; }
 }
-""".replace("NARROW", str(NARROW_PX))
+""".replace("NARROW", str(NARROW_PX)).replace("ROW_MIN", str(DISAGREE_ROW_MIN_PX)).replace(
+    "ROW_RATIO", DISAGREE_ROW_RATIO)
 
 DARK_JS = "() => document.body.classList.contains('dark') || document.documentElement.classList.contains('dark')"
 
@@ -105,6 +119,11 @@ SHOW_RESULTS_JS = """() => { const s = document.querySelector('#results');
   const m = document.querySelector('#run-message');
   if (m && m.offsetParent !== null && m.innerText.trim()) return;
   if (s && s.offsetParent !== null) s.scrollIntoView({block: 'start'}); }"""
+
+# A "where they disagree" picture opened on the Compare tab: the page goes to the top of the tabs, where the image
+# and Compare are (the Data set tab's results are far down the page).
+OPEN_ON_COMPARE_JS = """() => { const t = document.querySelector('#tabs');
+  if (t) t.scrollIntoView({block: 'start'}); }"""
 
 # Clicking a picture of the grid toggles 1:1 size (the grid is otherwise scaled to the frame) — only where 1:1 is
 # larger than the fitted size (in a wide frame it would shrink the grid), and the clicked picture stays where it

@@ -72,12 +72,19 @@ def method_choices() -> list[tuple[str, str]]:
     return [(catalogue.title(m), m) for group in catalogue.by_cost().values() for m in group]
 
 
+# The page's short words for each cost (the catalogue's COST_HELP, which --methods prints, is longer)
+PAGE_COST = {catalogue.COST_SECOND_ORDER: "+ a double backward", catalogue.COST_FULL_BACKWARD: "+ a full backward",
+             catalogue.COST_MULTI_PASS: "one forward per channel, slow"}
+
+
 def method_info() -> str:
-    """The line under the method checkboxes: each cost group with its methods, read from the catalogue."""
-    groups = [f"{cost} ({catalogue.COST_HELP[cost]}): {', '.join(catalogue.title(m) for m in group)}"
-              for cost, group in catalogue.by_cost().items()]
+    """The line under the method checkboxes: what the costly ones cost, read from the catalogue (the one-pass
+    methods, most of the list, are the rule the line starts with)."""
+    groups = [f"{', '.join(catalogue.title(m) for m in group)}: {PAGE_COST.get(cost, catalogue.COST_HELP[cost])}"
+              for cost, group in catalogue.by_cost().items() if cost != catalogue.COST_ONE_PASS]
     flows = ", ".join(catalogue.title(m) for m in catalogue.names(catalogue.ROLLOUT))
-    return "Cost beyond the one forward — " + "; ".join(groups) + f". {flows} need a ViT/DeiT-style transformer."
+    return ("Each costs a forward and at most a backward to the CAM layer, except " + "; ".join(groups)
+            + f". {flows} need a ViT/DeiT-style transformer.")
 
 
 def specs_for(names: Sequence[str], session: uploads.SessionModels | None) -> list[ModelSpec]:

@@ -150,7 +150,7 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
         _wire_compare(ip, op, rp, ap, states)
         _wire_results(op, rp, ap, states)
         loaded = _wire_checkpoints(cp, op, states)
-        dataset_tab.wire(dp, tabs, ip.image, op.models, op.methods, states["session"])
+        dataset_tab.wire(dp, tabs, ip.image, op.models, op.methods, states["session"], states["dark"])
         dataset_tab.refresh_models(loaded, dp, states["session"])
         app.unload(dataset_handlers.unloader())
         app.unload(handlers.unloader(app))

@@ -116,19 +116,16 @@ def options_panel(model_list: list[tuple[str, str]], selection: list[str], image
                              allow_custom_value=True, elem_id="target", min_width=280)
         contrast = gr.Dropdown(choices.contrast_choices(), value=choices.NO_CONTRAST, label="compared with",
                                allow_custom_value=True, elem_id="contrast", min_width=280,
-                               info="Target versus this class: the maps explain logit target - logit this class "
-                                    "(Finer-CAM uses it as its comparison).")
+                               info="The maps explain logit target − logit this class (Finer-CAM's comparison).")
     layer = gr.Dropdown(choices.layer_choices(selection), value=[choices.DEFAULT_LAYER], multiselect=True,
                         label="Target layer / stage", elem_id="layer",
-                        info="Layers every selected model has; the attention column follows. Several layers are "
-                             "fused into one map (pytorch-grad-cam's mean).")
+                        info="Layers every selected model has; several are fused (mean); the attention column "
+                             "follows.")
     smoothing = gr.CheckboxGroup([choices.EIGEN_SMOOTH, choices.AUG_SMOOTH, choices.REFINE, choices.SESS], value=[],
                                  label="Smoothing and refinement", elem_id="smoothing",
-                                 info="pytorch-grad-cam's eigen_smooth (first principal component), aug_smooth "
-                                      "(mean over 6 flipped / brightness-scaled copies, run as one batch), RefineCAM "
-                                      "(the product of two or more layers' maps: choose them above) and SESS (12 "
-                                      "scales of sliding-window patches, ~120 per image: multi-pass). The last two "
-                                      "apply to the one-pass methods.")
+                                 info="eigen_smooth: first principal component; aug_smooth: mean of 6 flipped / "
+                                      "brightened copies; RefineCAM: product of 2+ layers' maps (choose them above); "
+                                      "SESS: 12 scales of sliding patches (multi-pass).")
     return OptionsPanel(models, model_limit, run, run_progress, run_message, methods, target, contrast, layer, smoothing)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import io
 import json
-import os
 import time
 import weakref
 from pathlib import Path
@@ -35,17 +34,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def url():
-    # a closed tab is noticed within a second (Gradio's default heartbeat is 15 s)
-    old = os.environ.get("GRADIO_HEARTBEAT_INTERVAL")
-    os.environ["GRADIO_HEARTBEAT_INTERVAL"] = "0.5"
-    try:
-        with running_app() as u:
-            yield u
-    finally:
-        if old is None:
-            os.environ.pop("GRADIO_HEARTBEAT_INTERVAL", None)
-        else:
-            os.environ["GRADIO_HEARTBEAT_INTERVAL"] = old
+    with running_app(heartbeat_s=0.5) as u:   # a closed tab is noticed within a second
+        yield u
 
 
 @pytest.fixture
@@ -433,9 +423,7 @@ def test_a_vit_shows_per_head_maps_and_the_query_point_view(browser, tmp_path, o
     """Issue 14: a ViT (the zoo's size, random weights, through a models file) on the page: per-head attention maps
     in the attention panel, and clicking the query picture moves the point every head's map is drawn for."""
     from safetensors.torch import save_file
-    from webapp import free_port, wait_until_serving
 
-    from attnviz.app.web import page as ui
     from attnviz.data import synth
     from attnviz.zoo import modelsfile
 
@@ -446,34 +434,31 @@ def test_a_vit_shows_per_head_maps_and_the_query_point_view(browser, tmp_path, o
                                           'checkpoint = "vit.safetensors"\nclasses = "classes.txt"\n'
                                           'input_size = 128\n')
     specs = modelsfile.load_models_file(tmp_path / "models.toml")
-    port = free_port()
-    app = ui.launch(host="127.0.0.1", port=port, models=["baseline", "vit-demo"], prevent_thread_lock=True)
     try:
-        vit_url = f"http://127.0.0.1:{port}/"
-        wait_until_serving(vit_url)
-        page = open_page(browser, vit_url)
-        upload(page, SCENES[1])
-        compare(page)
-        page.locator("#attention-model input").click()
-        page.get_by_role("option", name=specs[0].display_name).click()
-        page.get_by_text("every block", exact=True).click()
-        captions = page.locator("#attention-gallery .caption-label")
-        expect(captions.filter(has_text="blocks.5.attn · head 3")).to_have_count(1, timeout=WAIT)
-        texts = captions.all_inner_texts()
-        for block in range(6):
-            for head in (1, 2, 3):
-                assert any(t.startswith(f"blocks.{block}.attn · head {head}") for t in texts), (block, head)
-        assert any("mean of heads" in t for t in texts) and any("class-token attention" in t for t in texts)
-        first = page.locator("#attention-gallery img").first.get_attribute("src")
-        query = page.locator("#query-image img")
-        query.scroll_into_view_if_needed()
-        box = query.bounding_box()
-        page.mouse.click(box["x"] + 0.2 * box["width"], box["y"] + 0.8 * box["height"])
-        page.wait_for_function("old => document.querySelector('#attention-gallery img').getAttribute('src') !== old",
-                               arg=first, timeout=WAIT)
-        page.screenshot(path=str(output_dir / "vit_heads.png"), full_page=True)
-        page.close()
+        with running_app(["baseline", "vit-demo"]) as vit_url:
+            page = open_page(browser, vit_url)
+            upload(page, SCENES[1])
+            compare(page)
+            page.locator("#attention-model input").click()
+            page.get_by_role("option", name=specs[0].display_name).click()
+            page.get_by_text("every block", exact=True).click()
+            captions = page.locator("#attention-gallery .caption-label")
+            expect(captions.filter(has_text="blocks.5.attn · head 3")).to_have_count(1, timeout=WAIT)
+            texts = captions.all_inner_texts()
+            for block in range(6):
+                for head in (1, 2, 3):
+                    assert any(t.startswith(f"blocks.{block}.attn · head {head}") for t in texts), (block, head)
+            assert any("mean of heads" in t for t in texts) and any("class-token attention" in t for t in texts)
+            first = page.locator("#attention-gallery img").first.get_attribute("src")
+            query = page.locator("#query-image img")
+            query.scroll_into_view_if_needed()
+            box = query.bounding_box()
+            page.mouse.click(box["x"] + 0.2 * box["width"], box["y"] + 0.8 * box["height"])
+            page.wait_for_function(
+                "old => document.querySelector('#attention-gallery img').getAttribute('src') !== old",
+                arg=first, timeout=WAIT)
+            page.screenshot(path=str(output_dir / "vit_heads.png"), full_page=True)
+            page.close()
     finally:
-        app.close()
         for spec in specs:
             zoo.evict(spec)

@@ -4,14 +4,15 @@ open that row on the Compare tab; Stop a longer run and keep its partial table; 
 data-set job runs. Screenshots go to test-output/dataset_*.png."""
 from __future__ import annotations
 
-import os
 import re
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
-from webapp import free_port, wait_until_serving
+from test_browser import compare, in_viewport, upload
+from webapp import running_app
 
 from attnviz.data.examples import EXAMPLES_DIR
 from attnviz.data.export import export_scenes
@@ -24,21 +25,8 @@ WAIT = 60_000
 
 @pytest.fixture(scope="module")
 def url():
-    from attnviz.app.web import page as ui
-
-    old = os.environ.get("GRADIO_HEARTBEAT_INTERVAL")
-    os.environ["GRADIO_HEARTBEAT_INTERVAL"] = "0.5"
-    port = free_port()
-    app = ui.launch(host="127.0.0.1", port=port, models=MODELS, prevent_thread_lock=True)
-    try:
-        wait_until_serving(f"http://127.0.0.1:{port}/")
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
-        if old is None:
-            os.environ.pop("GRADIO_HEARTBEAT_INTERVAL", None)
-        else:
-            os.environ["GRADIO_HEARTBEAT_INTERVAL"] = old
+    with running_app(MODELS, heartbeat_s=0.5) as u:
+        yield u
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +39,47 @@ def scenes_zip(tmp_path_factory) -> Path:
             if f.is_file():
                 zf.write(f, "scenes24/" + f.relative_to(folder).as_posix())
     return path
+
+
+@pytest.fixture
+def watchable(monkeypatch):
+    """Every model pass of a data-set job reports, then waits 0.4 s (the server runs in this process), so even a
+    warm 24-image job runs long enough for the page to show its progress advancing."""
+    from attnviz.app.web.dataset import jobs
+
+    real = jobs.DatasetJob._on_progress
+
+    def slow(self, p):
+        real(self, p)
+        time.sleep(0.4)
+
+    monkeypatch.setattr(jobs.DatasetJob, "_on_progress", slow)
+
+
+def _each_row_is_whole_and_compact(page, width: int) -> None:
+    """Every "where they disagree" picture is drawn whole (not cropped by a scroll box, not letterboxed in a square
+    tile) and the gallery is no taller than its rows; two pictures side by side on a wide screen."""
+    fit = page.evaluate("""() => {
+      const g = document.querySelector('#ds-gallery');
+      const items = [...g.querySelectorAll('.thumbnail-item')];
+      const frame = g.getBoundingClientRect();
+      const boxes = items.map(b => { const i = b.querySelector('img').getBoundingClientRect();
+        const c = b.querySelector('.caption-label').getBoundingClientRect();
+        return {img: [i.left, i.top, i.right, i.bottom], cap: [c.left, c.top, c.right, c.bottom]}; });
+      const last = items[items.length - 1].getBoundingClientRect();
+      return {frame: [frame.left, frame.top, frame.right, frame.bottom], boxes, bottom: last.bottom,
+              scroll: g.querySelector('.grid-wrap').scrollHeight, client: g.querySelector('.grid-wrap').clientHeight};
+    }""")
+    left, top, right, bottom = fit["frame"]
+    assert fit["scroll"] <= fit["client"] + 1, fit                        # nothing hidden in a scroll box
+    assert bottom - fit["bottom"] < 40, fit                                # no tall empty frame under the rows
+    for b in fit["boxes"]:
+        x0, y0, x1, y1 = b["img"]
+        assert x0 >= left and x1 <= right + 1 and y0 >= top and y1 <= bottom, (b, fit["frame"])
+        assert abs((x1 - x0) / (y1 - y0) - 524 / 146) < 0.1, b          # the whole picture, not a square tile
+        assert b["cap"][1] >= y1 - 1, b                                    # the caption under it, not over it
+    lefts = {round(b["img"][0]) for b in fit["boxes"]}
+    assert len(lefts) == (2 if width >= 1200 else 1), lefts
 
 
 def open_tab(browser, url: str, width: int):
@@ -69,11 +98,8 @@ def run_uploaded(page, scenes_zip: Path) -> None:
     page.locator("#ds-run").click()
 
 
-@pytest.mark.xfail(strict=False, reason="issue 25 follow-up: clicking a 'where they disagree' row does not switch to "
-                   "the Compare tab in the browser (the handler is unit-tested); upload, progress, table, forest plot "
-                   "and rows pass before that step")
 @pytest.mark.parametrize("width", [1400, 390])
-def test_upload_a_zip_and_read_the_results(browser, url, scenes_zip, output_dir, width):
+def test_upload_a_zip_and_read_the_results(browser, url, scenes_zip, output_dir, width, watchable):
     page = open_tab(browser, url, width)
     run_uploaded(page, scenes_zip)
     status = page.locator("#ds-status")
@@ -87,42 +113,69 @@ def test_upload_a_zip_and_read_the_results(browser, url, scenes_zip, output_dir,
             break
         page.wait_for_timeout(250)
     assert any("model pass" in s and "images/s" in s for s in seen), seen
+    passes = {int(m[1]) for s in seen for m in [re.search(r"model pass (\d+) /", s)] if m}
+    assert len(passes) >= 2, seen                                       # the progress advanced while we watched
     expect(status).to_contain_text("Done: 24 images", timeout=SLOW)
     table = page.locator("#ds-table table")
     expect(table).to_contain_text("CBAM")
     assert table.locator("tbody tr").count() == 3 * 2 + 1          # 3 models x 2 methods + CBAM's own map
     expect(table).to_contain_text("Δ")
+    page.locator("#ds-forest").scroll_into_view_if_needed()      # the browser loads it once it is near the view
     expect(page.locator("#ds-forest img")).to_be_visible()
-    rows = page.locator("#ds-gallery img")
-    expect(rows.first).to_be_visible(timeout=SLOW)
+    rows = page.locator("#ds-gallery .thumbnail-item")
+    expect(rows.first.locator("img")).to_be_visible(timeout=SLOW)
     assert rows.count() >= 1
+    _each_row_is_whole_and_compact(page, width)
+    assert page.locator("#ds-gallery button[aria-label=\"Download All\"]").count() == 0   # nothing over a row
     expect(page.locator("#ds-downloads")).to_contain_text("results.json")
     if width < 500:
         assert page.evaluate("document.documentElement.scrollWidth") <= width + 2
     page.screenshot(path=str(output_dir / f"dataset_{width}.png"), full_page=True)
-    page.locator("#ds-gallery").get_by_role("button").first.click()   # a disagreement row opens on Compare
-    expect(page.locator("#compare-button")).to_be_visible(timeout=WAIT)
+    page.locator("#ds-gallery").screenshot(path=str(output_dir / f"dataset_{width}_disagree.png"))
+    variant = page.locator("#ds-variant input").input_value()          # "SE": the first variant
+    method = page.locator("#ds-method input").input_value()            # "Grad-CAM"
+    rows.first.click()                  # a disagreement row opens on Compare: its image, both models, its method
+    expect(page.get_by_role("tab", name="Compare")).to_have_attribute("aria-selected", "true", timeout=WAIT)
     expect(page.locator("#input-image img")).to_be_visible(timeout=WAIT)
+    chosen = page.locator("#models").inner_text()
+    others = [m for m in ("SE", "CBAM") if m != variant]
+    assert "Baseline (baseline)" in chosen and f"{variant} (" in chosen, chosen
+    assert not any(f"{m} (" in chosen for m in others), chosen
+    checked = page.locator("#cam-methods label:has(input:checked)")
+    expect(checked).to_have_count(1)
+    expect(checked).to_have_text(method)
+    page.wait_for_timeout(500)
+    assert in_viewport(page, "#compare-button") and in_viewport(page, "#input-image img")
     page.screenshot(path=str(output_dir / f"dataset_{width}_opened_on_compare.png"))
     page.close()
 
 
-def test_stop_keeps_a_partial_table_and_compare_answers_meanwhile(browser, url, output_dir):
-    page = open_tab(browser, url, 1400)
-    page.locator("#ds-n input").fill("200")
+@pytest.mark.parametrize("width", [1400, 390])
+def test_compare_answers_while_a_job_runs_and_stop_keeps_a_partial_table(browser, url, output_dir, width):
+    page = open_tab(browser, url, width)
+    page.locator("#ds-n input").fill("500")
     page.locator("#ds-run").click()
     status = page.locator("#ds-status")
-    expect(status).to_contain_text(re.compile(r"[1-9]\d* / 200 images finished"), timeout=SLOW)
-    # the Compare tab, meanwhile: one scene through the three models
+    expect(status).to_contain_text(re.compile(r"[1-9]\d* / 500 images finished"), timeout=SLOW)
+    # the Compare tab, meanwhile: one scene through the three models, answered while the job is still scoring
     page.get_by_role("tab", name="Compare").click()
     scene = sorted(p for p in EXAMPLES_DIR.glob("*.png") if not p.name.endswith("_mask.png"))[0]
-    page.locator("#input-image input[type=file]").set_input_files(str(scene))
-    page.locator("#compare-button").click()
-    expect(page.locator("#predictions")).to_contain_text("Baseline", timeout=SLOW)
+    upload(page, scene)
+    compare(page)
+    expect(page.locator("#predictions")).to_contain_text("Baseline")
+    page.screenshot(path=str(output_dir / f"dataset_compare_during_job_{width}.png"))
     page.get_by_role("tab", name="Data set").click()
-    if "Done:" not in status.inner_text():
-        page.locator("#ds-stop").click()
-        expect(status).to_contain_text("Stopped:", timeout=WAIT)
-    expect(page.locator("#ds-table table")).to_contain_text("SE", timeout=WAIT)
-    page.screenshot(path=str(output_dir / "dataset_stopped.png"), full_page=True)
+    assert "Scoring" in status.inner_text(), status.inner_text()      # the job had not ended meanwhile
+    page.locator("#ds-stop").click()
+    expect(status).to_contain_text("Stopped:", timeout=WAIT)
+    done = int(re.search(r"Stopped: (\d+) of 500 images", status.inner_text())[1])
+    assert 0 < done < 500
+    table = page.locator("#ds-table table")
+    expect(table).to_contain_text(f"over {done} images")               # the partial table: the finished images
+    expect(table).to_contain_text("SE")
+    expect(page.locator("#ds-run")).to_be_enabled()
+    expect(page.locator("#ds-stop")).to_be_disabled()
+    if width < 500:
+        assert page.evaluate("document.documentElement.scrollWidth") <= width + 2
+    page.screenshot(path=str(output_dir / f"dataset_stopped_{width}.png"), full_page=True)
     page.close()

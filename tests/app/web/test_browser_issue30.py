@@ -5,7 +5,6 @@ Screenshots go to test-output/issue30_*.png.
 """
 from __future__ import annotations
 
-import os
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +16,7 @@ import torch
 from PIL import Image
 from playwright.sync_api import expect
 from test_browser import SCENES, SLOW, WAIT, compare, open_page, pick_example, upload
-from webapp import free_port, wait_until_serving
+from webapp import running_app
 
 import models
 
@@ -25,47 +24,33 @@ pytestmark = pytest.mark.browser
 ENABLED_AGAIN_MS = 1000
 
 
-def _serve(models_list: list[str] | None = None):
-    from attnviz.app.web import page as ui
-
-    port = free_port()
-    app = ui.launch(host="127.0.0.1", port=port, models=models_list, prevent_thread_lock=True)
-    url = f"http://127.0.0.1:{port}/"
-    wait_until_serving(url)
-    return app, url
-
-
 @pytest.fixture(scope="module")
 def url():
-    # a closed tab is noticed within a second (Gradio's default heartbeat is 15 s)
-    old = os.environ.get("GRADIO_HEARTBEAT_INTERVAL")
-    os.environ["GRADIO_HEARTBEAT_INTERVAL"] = "0.5"
-    app, u = _serve()
-    try:
+    with running_app(heartbeat_s=0.5) as u:   # a closed tab is noticed within a second
         yield u
-    finally:
-        app.close()
-        if old is None:
-            os.environ.pop("GRADIO_HEARTBEAT_INTERVAL", None)
-        else:
-            os.environ["GRADIO_HEARTBEAT_INTERVAL"] = old
 
 
 @pytest.fixture(scope="module")
 def mixed_url():
-    app, u = _serve(["baseline", "vit"])
-    try:
+    with running_app(["baseline", "vit"]) as u:
         yield u
-    finally:
-        app.close()
+
+
+def _gap_under_compare(page, selector: str) -> float:
+    """Pixels between the bottom of Compare and the top of ``selector``."""
+    return page.evaluate("""s => document.querySelector(s).getBoundingClientRect().top -
+        document.querySelector('#compare-button').getBoundingClientRect().bottom""", selector)
 
 
 def _refused(page, says: str, shot: Path) -> None:
-    """Compare is refused with one line beside it, and is enabled again within a second; no error badge."""
+    """Compare is refused with one line beside it (right under it on a phone, no empty band between), and is
+    enabled again within a second; no error badge."""
     page.click("#compare-button")
     message = page.locator("#run-message")
     expect(message).to_be_visible(timeout=SLOW)
     expect(message).to_contain_text(says)
+    if page.viewport_size["width"] < 640:
+        assert 0 <= _gap_under_compare(page, "#run-message") <= 24
     expect(page.locator("#compare-button")).to_be_enabled(timeout=ENABLED_AGAIN_MS)
     page.screenshot(path=str(shot))
     assert page.locator(".toast-body.error").count() == 0
@@ -125,7 +110,8 @@ def _progress_boxes(page) -> dict:
       const area = document.querySelector('#run-progress');
       const parts = [...area.querySelectorAll('*')].filter(e => e.children.length === 0 &&
           (e.innerText || '').trim() && e.offsetParent !== null).map(e => ({text: e.innerText.trim(), box: r(e)}));
-      const bars = [...area.querySelectorAll('.progress-bar, .eta-bar, [class*=progress-level]')].filter(
+      // the bar itself (its frame) and the timer's backdrop, not .progress-level: that holds the text too
+      const bars = [...area.querySelectorAll('.progress-bar-wrap, .eta-bar')].filter(
           e => e.offsetParent !== null).map(r);
       return {button: r(document.querySelector('#compare-button')), area: r(area), parts, bars};
     }""")
@@ -154,8 +140,6 @@ def slow_models(monkeypatch):
     monkeypatch.setattr(pipeline, "compare", slow)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 30 item 7 not fixed yet: the progress text ('running baseline - 0.0%') "
-                   "is still drawn over Gradio's progress bar at 1400 and 390 px")
 @pytest.mark.parametrize("width", [1400, 390])
 def test_progress_text_is_readable_beside_compare(browser, url, output_dir, width, slow_models):
     page = open_page(browser, url, width=width)
@@ -166,7 +150,8 @@ def test_progress_text_is_readable_beside_compare(browser, url, output_dir, widt
     boxes = _progress_boxes(page)
     page.locator("#run-row").screenshot(path=str(output_dir / f"issue30_progress_{width}.png"))
     texts = [p for p in boxes["parts"]]
-    assert texts, boxes
+    assert any("running" in p["text"] for p in texts) and any("steps" in p["text"] for p in texts), texts
+    assert boxes["bars"], boxes
     for p in texts:
         assert not _overlap(p["box"], boxes["button"]), p
         for q in texts:
@@ -175,6 +160,9 @@ def test_progress_text_is_readable_beside_compare(browser, url, output_dir, widt
         for bar in boxes["bars"]:
             assert not _overlap(p["box"], bar), (p, bar)
         assert p["box"][2] <= width + 1, p      # not cut off at the right edge
+        area = boxes["area"]                    # nor by the progress box (it clips what leaves it)
+        assert area[0] - 1 <= p["box"][0] and p["box"][2] <= area[2] + 1, (p, area)
+        assert area[1] - 1 <= p["box"][1] and p["box"][3] <= area[3] + 1, (p, area)
     expect(page.locator("#status")).to_contain_text("models", timeout=SLOW)
     page.close()
 
@@ -188,6 +176,7 @@ def test_the_phones_first_screen_shows_compare_and_the_examples(browser, url, ou
     page.screenshot(path=str(output_dir / "issue30_phone_first_screen.png"))
     box = page.locator("#compare-button").bounding_box()
     assert box["y"] + box["height"] <= 844, box
+    assert 0 <= _gap_under_compare(page, "#examples") <= 24       # no empty progress band under Compare
     assert page.evaluate("() => scrollY") == 0
     for sel in ("#target", "#contrast"):   # the Target / compared-with boxes show their whole value
         clipped = page.evaluate("""s => { const i = document.querySelector(s + ' input');

@@ -7,7 +7,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 from test_browser import SCENES, SLOW, WAIT, compare, in_viewport, open_page, upload
-from webapp import free_port, wait_until_serving
+from webapp import running_app
 
 from attnviz.zoo import registry as zoo
 
@@ -16,33 +16,17 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def url():
-    from attnviz.app.web import page as ui
-
-    port = free_port()
-    app = ui.launch(host="127.0.0.1", port=port, prevent_thread_lock=True)
-    try:
-        wait_until_serving(f"http://127.0.0.1:{port}/")
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
+    with running_app() as u:
+        yield u
 
 
 @pytest.fixture(scope="module")
 def all_models_url():
     """The page with every bundled model selected (13), as a user who picked them all."""
-    from attnviz.app.web import page as ui
-
-    port = free_port()
-    app = ui.launch(host="127.0.0.1", port=port, models=zoo.bundled(), prevent_thread_lock=True)
-    try:
-        wait_until_serving(f"http://127.0.0.1:{port}/")
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
+    with running_app(zoo.bundled()) as u:
+        yield u
 
 
-@pytest.mark.xfail(strict=True, reason="issue 30/25 follow-up: the page is 1694 px tall at 1400 px since this round "
-                   "added the Data set tab's header, the method-cost line and the run message (bound: 1600)")
 def test_compare_is_disabled_while_running_and_the_results_come_into_view(browser, url, output_dir):
     page = open_page(browser, url)
     assert in_viewport(page, "#examples"), "the examples are beside the upload box, above the fold"

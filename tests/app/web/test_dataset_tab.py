@@ -10,11 +10,15 @@ import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import assert_json_close
+from PIL import Image
 
 from attnviz.app import cli
+from attnviz.app.render.draw import DARK, LIGHT
+from attnviz.app.web import assets
 from attnviz.app.web.dataset import handlers, jobs, settings
 from attnviz.data.export import export_scenes
 from attnviz.errors import AttnvizError
@@ -94,9 +98,16 @@ def test_where_they_disagree_rows_and_opening_one_on_compare(exported):
     assert [p["spearman"] for p in picks] == sorted(rho)[:settings.DISAGREE_K]
     assert all(Path(path).is_file() and Path(path).is_relative_to(jobs.current("d").folder) for path, _ in gallery)
     assert gallery[0][1].startswith(f"{picks[0]['id']}: Spearman {picks[0]['spearman']:.2f}")
+    width, height = Image.open(gallery[0][0]).size      # the page reserves this shape before the picture loads
+    assert f"{width} / {height}" == assets.DISAGREE_ROW_RATIO
     image, models, methods, tabs = handlers.on_open_in_compare(SimpleNamespace(index=1), picks)
     assert Path(image).is_file() and models == ["baseline", "se"] and methods == ["gradcam"]
     assert tabs.selected == "compare"
+    light_top = np.asarray(Image.open(gallery[0][0]))[:3]
+    dark_gallery, _ = handlers.on_disagree("se", "gradcam", True, request=tab("d"))   # the page in dark mode
+    dark_top = np.asarray(Image.open(dark_gallery[0][0]))[:3]                          # the title band's top
+    assert (light_top == LIGHT.paper).all(axis=-1).mean() > 0.9
+    assert (dark_top == DARK.paper).all(axis=-1).mean() > 0.9
     assert handlers.on_disagree("se", "gradcam", request=tab("someone else")) == ([], [])
 
 

@@ -151,10 +151,12 @@ def _loaded(job: jobs.DatasetJob, name: str):
     return zoo.load(name)
 
 
-def on_disagree(variant: str | None, method: str | None, request: gr.Request = None):
+def on_disagree(variant: str | None, method: str | None, dark: bool = False, request: gr.Request = None):
     """The k images where ``variant``'s ``method`` map agrees least with the reference's, as grid rows
-    (input, reference map, variant map, difference). Outputs: gallery, the picks (state)."""
+    (input, reference map, variant map, difference; on the dark page's colours when ``dark``). Outputs: gallery,
+    the picks (state)."""
     from attnviz.api import explain_batch
+    from attnviz.app.render.draw import DARK, LIGHT
 
     job = jobs.current(_session(request))
     if job is None or job.result is None or not variant or not method:
@@ -178,7 +180,7 @@ def on_disagree(variant: str | None, method: str | None, request: gr.Request = N
     gallery = []
     for k, (pick, (image, mask)) in enumerate(zip(picks, decoded)):
         row = views.disagreement_row(image, mask, maps[ref.spec.name][k], maps[var.spec.name][k],
-                                     (ref.spec.display_name, var.spec.display_name), pick)
+                                     (ref.spec.display_name, var.spec.display_name), pick, DARK if dark else LIGHT)
         gallery.append((str(write_png(folder / f"row{k}.png", row)), views.disagreement_caption(pick)))
         write_png(folder / f"input{k}.png", np.ascontiguousarray(image))
         pick["input"] = str(folder / f"input{k}.png")

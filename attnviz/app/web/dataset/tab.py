@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import gradio as gr
 
+from attnviz.app.web.assets import OPEN_ON_COMPARE_JS
 from attnviz.app.web.dataset import handlers, settings
 from attnviz.app.web.dataset.widgets import DatasetPanel
 
 
 def wire(dp: DatasetPanel, tabs: gr.Tabs, image: gr.Image, models: gr.Dropdown, methods: gr.CheckboxGroup,
-         session: gr.State) -> None:
-    """``image``, ``models``, ``methods``: the Compare tab's widgets a disagreement row is opened in."""
+         session: gr.State, dark: gr.Checkbox) -> None:
+    """``image``, ``models``, ``methods``: the Compare tab's widgets a disagreement row is opened in; ``dark``: the
+    page's dark-mode flag (the rows are drawn in its colours)."""
     inputs = [dp.source, dp.n, dp.seed, dp.archive, dp.folder, dp.models, dp.methods, dp.perturbation, session]
     outputs = [dp.run, dp.stop, dp.status, dp.table, dp.forest, dp.findings, dp.skipped, dp.variant, dp.method,
                dp.downloads]
@@ -21,9 +23,12 @@ def wire(dp: DatasetPanel, tabs: gr.Tabs, image: gr.Image, models: gr.Dropdown, 
                  concurrency_limit=settings.max_jobs() + 2, show_progress="hidden")
     dp.stop.click(handlers.on_stop, None, dp.status, queue=False, api_visibility="private", show_progress="hidden")
     for control in (dp.variant, dp.method):
-        control.change(handlers.on_disagree, [dp.variant, dp.method], [dp.gallery, dp.picks],
+        control.change(handlers.on_disagree, [dp.variant, dp.method, dark], [dp.gallery, dp.picks],
                        api_visibility="private", concurrency_id="compare", trigger_mode="always_last")
-    dp.gallery.select(handlers.on_open_in_compare, dp.picks, [image, models, methods, tabs], api_visibility="private")
+    opened = dp.gallery.select(handlers.on_open_in_compare, dp.picks, [image, models, methods, tabs],
+                               api_visibility="private")
+    opened.then(None, None, None, js=OPEN_ON_COMPARE_JS, queue=False, api_visibility="private",
+                show_progress="hidden")
 
 
 def refresh_models(event, dp: DatasetPanel, session: gr.State) -> None:

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from attnviz.app.render.attention import titled
-from attnviz.app.render.draw import draw_mask_contour, overlay, square
+from attnviz.app.render.draw import LIGHT, Palette, draw_mask_contour, overlay, square
 from attnviz.app.render.grid import difference_cell
 from attnviz.app.web.views import html_table
 from attnviz.evaluation.findings import findings
@@ -40,12 +40,15 @@ def progress_markdown(p: EvalProgress | None, models: int, label: str) -> str:
 
 
 def done_markdown(result: dict, notes: Sequence[str] = ()) -> str:
+    """"**Done:** 24 images in 19 s." or "**Stopped:** 96 of 500 images were finished by every model in 3 s; the
+    table is over those.", then what was skipped and the notes."""
     stopped = result.get("stopped")
+    took = f" in {result['seconds']:.0f} s"
     head = (f"**Stopped:** {stopped['images_done']} of {stopped['images_total']} images were finished by every "
-            "model; the table is over those." if stopped else f"**Done:** {result['n']} images")
+            f"model{took}; the table is over those" if stopped else f"**Done:** {result['n']} images{took}")
     skipped = result.get("skipped") or []
     tail = f" · {len(skipped)} file(s) skipped (listed below and in results.md)" if skipped else ""
-    return head + f" in {result['seconds']:.0f} s{tail}." + "".join(f"\n\n{n}" for n in notes)
+    return head + f"{tail}." + "".join(f"\n\n{n}" for n in notes)
 
 
 def _metrics(result: dict) -> tuple:
@@ -138,18 +141,20 @@ def disagreements(result: dict, variant: str, method: str, k: int) -> list[dict]
 
 
 def disagreement_row(image: np.ndarray, mask: np.ndarray | None, reference_map: np.ndarray, variant_map: np.ndarray,
-                     names: tuple[str, str], pick: dict) -> np.ndarray:
-    """One grid row: the input (object outlined), the reference's map, the variant's map, their difference."""
+                     names: tuple[str, str], pick: dict, palette: Palette = LIGHT) -> np.ndarray:
+    """One grid row: the input (object outlined), the reference's map, the variant's map, their difference; titles
+    and gaps in ``palette`` (the dark page's own colours in dark mode)."""
     size = ROW_CELL
     view = square(image, size)
     if mask is not None:
         view = draw_mask_contour(view, mask)
-    cells = [titled(view, "input"),
-             titled(square(overlay(image, reference_map), size), names[0]),
-             titled(square(overlay(image, variant_map), size), names[1]),
-             titled(difference_cell(difference_map(variant_map, reference_map), image, size, None),
-                    f"difference, rho {pick['spearman']:.2f}")]
-    gap = np.full((cells[0].shape[0], 4, 3), 255, np.uint8)
+    cells = [titled(view, "input", palette=palette),
+             titled(square(overlay(image, reference_map), size), names[0], palette=palette),
+             titled(square(overlay(image, variant_map), size), names[1], palette=palette),
+             titled(difference_cell(difference_map(variant_map, reference_map), image, size, None, palette),
+                    f"difference, rho {pick['spearman']:.2f}", palette=palette)]
+    gap = np.empty((cells[0].shape[0], 4, 3), np.uint8)
+    gap[:] = palette.paper
     parts = []
     for c in cells:
         parts += [c, gap]
@@ -159,4 +164,4 @@ def disagreement_row(image: np.ndarray, mask: np.ndarray | None, reference_map: 
 def disagreement_caption(pick: dict) -> str:
     epg = pick["epg_difference"]
     extra = f", EPG difference {epg * 100:+.1f} points" if epg is not None else ""
-    return f"{pick['id']}: Spearman {pick['spearman']:.2f}{extra} (click: open on the Compare tab)"
+    return f"{pick['id']}: Spearman {pick['spearman']:.2f}{extra}"

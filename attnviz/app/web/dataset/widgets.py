@@ -86,8 +86,11 @@ def dataset_panel(model_list: list[tuple[str, str]], selection: list[str]) -> Da
         with gr.Row():
             variant = gr.Dropdown([], label="Variant", elem_id="ds-variant")
             method = gr.Dropdown([], label="Method", elem_id="ds-method")
+        gr.Markdown("Each picture: the input (object outlined) · the baseline's map · the variant's map · their "
+                    "difference (red where the variant's map is higher, blue where lower). Click one to open it on "
+                    "the Compare tab.", elem_id="ds-disagree-help")
         gallery = gr.Gallery(columns=1, height="auto", object_fit="contain", show_label=False, elem_id="ds-gallery",
-                             allow_preview=False)
+                             allow_preview=False, buttons=[])   # a picture is a link to Compare, no buttons over it
     skipped = gr.Markdown("", elem_id="ds-skipped")
     files = gr.File(label="Downloads: results.json, results.md, per-image CSV, plots (the files attnviz eval writes)",
                     file_count="multiple", interactive=False, elem_id="ds-downloads")
