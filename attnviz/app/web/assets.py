@@ -36,6 +36,9 @@ CSS = """
 #ds-disagree-help p { font-size: 13px; margin: 0; }
 @media (max-width: 640px) { #ds-gallery .grid-wrap { padding: 0 !important; } }
 #ood-note { border-left: 4px solid var(--color-accent, #f97316); padding-left: 10px; }
+/* the method and smoothing chips: tighter rows (21 methods would otherwise take seven tall rows) */
+#cam-methods .wrap, #smoothing .wrap { gap: 6px !important; }
+#cam-methods label, #smoothing label { padding-top: 4px !important; padding-bottom: 4px !important; }
 #image-error { color: var(--error-text-color, #b91c1c); }
 #run-message { border-left: 4px solid var(--error-text-color, #b91c1c); padding-left: 10px; }
 #checkpoint-status .av-refused { border-left: 4px solid var(--error-text-color, #b91c1c); padding-left: 10px; }

@@ -16,9 +16,9 @@ from attnviz.errors import AttnvizError
 from attnviz.zoo import registry as zoo
 
 EIGEN_SMOOTH = "eigen smooth"
-AUG_SMOOTH = "augmentation smooth"
-REFINE = "RefineCAM (multiply the layers)"
-SESS = "SESS (scales and sliding windows)"
+AUG_SMOOTH = "aug smooth"
+REFINE = "RefineCAM"
+SESS = "SESS"
 SESS_SCALES = 12   # pytorch-grad-cam's default
 TOP1 = "top-1 (each model)"
 DEFAULT_LAYER = "each model's default"
@@ -83,8 +83,8 @@ def method_info() -> str:
     groups = [f"{', '.join(catalogue.title(m) for m in group)}: {PAGE_COST.get(cost, catalogue.COST_HELP[cost])}"
               for cost, group in catalogue.by_cost().items() if cost != catalogue.COST_ONE_PASS]
     flows = ", ".join(catalogue.title(m) for m in catalogue.names(catalogue.ROLLOUT))
-    return ("Each costs a forward and at most a backward to the CAM layer, except " + "; ".join(groups)
-            + f". {flows} need a ViT/DeiT-style transformer.")
+    return ("One forward and at most one backward each, except " + "; ".join(groups)
+            + f". {flows}: ViT/DeiT only.")
 
 
 def specs_for(names: Sequence[str], session: uploads.SessionModels | None) -> list[ModelSpec]:

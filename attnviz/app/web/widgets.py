@@ -123,9 +123,9 @@ def options_panel(model_list: list[tuple[str, str]], selection: list[str], image
                              "follows.")
     smoothing = gr.CheckboxGroup([choices.EIGEN_SMOOTH, choices.AUG_SMOOTH, choices.REFINE, choices.SESS], value=[],
                                  label="Smoothing and refinement", elem_id="smoothing",
-                                 info="eigen_smooth: first principal component; aug_smooth: mean of 6 flipped / "
-                                      "brightened copies; RefineCAM: product of 2+ layers' maps (choose them above); "
-                                      "SESS: 12 scales of sliding patches (multi-pass).")
+                                 info="eigen: first principal component; aug: mean of 6 flipped / "
+                                      "brightened copies; RefineCAM: product of 2+ layers' maps; SESS: 12 scales "
+                                      "of sliding patches (slow).")
     return OptionsPanel(models, model_limit, run, run_progress, run_message, methods, target, contrast, layer, smoothing)
 
 
