@@ -17,6 +17,7 @@ import models
 from attnviz.core.methods import CATALOGUE as METHODS
 from attnviz.data import synth
 from attnviz.data.scenes import EVAL_SEED, cached_scenes
+from attnviz.errors import AttnvizError
 from attnviz.evaluation import sanity, sanity_checks
 from attnviz.metrics.localisation import OWN_MAP
 from attnviz.zoo import registry as zoo
@@ -249,3 +250,18 @@ def test_the_baselines_randomcam_and_sobelcam_are_flagged_and_gradcam_is_not():
     assert result["maps"]["sobelcam"]["keeps_structure"]
     assert result["maps"]["sobelcam"]["spearman"][-1] == pytest.approx(1.0)
     assert not result["maps"]["gradcam"]["keeps_structure"]
+
+
+def test_a_transformer_only_method_runs_on_the_vit_and_is_left_out_of_the_cnns_row(tmp_path):
+    """Mixed kinds (issue 30's applicability rule, as on the page): LeGrad needs a ViT, so the baseline's row has
+    Grad-CAM only and says why LeGrad is missing; the ViT's row has both. Asking for LeGrad on CNNs alone is one
+    error before any scene is drawn."""
+    result = sanity.run_sanity(["baseline", "vit"], n=2, methods=["gradcam", "legrad"], out=tmp_path / "out",
+                               progress=False, device="cpu")
+    baseline, vit = result["models"]
+    assert set(baseline["maps"]) == {"gradcam"} and "ViT" in baseline["unavailable"]["legrad"]
+    assert {"gradcam", "legrad"} <= set(vit["maps"]) and vit["unavailable"] == {}
+    assert "LeGrad" in (tmp_path / "out" / "sanity.md").read_text()
+    with pytest.raises(AttnvizError, match="cannot run on any of the selected models"):
+        sanity.run_sanity(["baseline"], n=2, methods=["legrad"], out=tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()
