@@ -63,7 +63,7 @@ def sanity_findings(result: dict) -> list[str]:
              "| map | classifier random | every layer random | random target | keeps structure | class-insensitive |",
              "|---|---|---|---|---|---|"]
     for key, a in maps.items():
-        lines.append(f"| {_title(key)} ({a.models} models) | {_range(a.first)} | {_range(a.last)} | "
+        lines.append(f"| {_title(key)} ({a.models} model{'' if a.models == 1 else 's'}) | {_range(a.first)} | {_range(a.last)} | "
                      f"{_range(a.target) if a.target else '–'} | {a.kept} | {a.blind if a.target else '–'} |")
     flagged = [f"{r['model']}/{k}" for r in rows for k, e in r["maps"].items() if e["keeps_structure"]]
     lines += ["", "The last two columns count the models whose map is flagged (rules above).", ""] + _found(maps)
