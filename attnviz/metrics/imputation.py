@@ -13,7 +13,13 @@ dominated ``attnviz eval``. Two solvers of the same system:
   float32), until the largest residual of every system is below :data:`RESIDUAL_TOL`: within 1e-6 of the direct
   solve on the images eval uses (tests/metrics/test_imputation.py checks 1e-4 against the library).
 * ``direct`` (on the CPU, where the many small tensor operations of CG cost more than they save): the exact
-  sparse solve (SuperLU), assembled in vectorised numpy instead of the library's element-by-element fill.
+  sparse solve, no tolerance (float64 rounding only: ~1e-12 from the library's SuperLU on eval's images). All
+  systems of a call are assembled together in vectorised numpy (the library fills a ``lil_matrix`` element by
+  element, about half its time), each symmetric positive definite system is factorised once as ``L D L^T`` by
+  qdldl (AMD order, no pivoting: 2x faster than SuperLU's LU here, and it releases the GIL, so the masks of a call
+  factorise on ``torch.get_num_threads()`` cores at once), imputations with the same mask share that
+  factorisation, and the 3 channels are 3 triangular solves with it. The factorisation is ~90 % of the time
+  left (BENCHMARKS.md, issue 27).
 
 An image with every pixel removed has no solution (the library's solve is singular and returns NaN); it gets
 zeros plus the noise here.
@@ -38,7 +44,6 @@ COARSEST = 8            # the coarse-grid cascade stops above this size
 SMOOTHING_SWEEPS = 2     # weighted-Jacobi sweeps before and after each coarse correction
 COARSEST_SWEEPS = 20     # sweeps on the coarsest grid (a fixed count keeps the cycle one linear operator)
 JACOBI_WEIGHT = 0.8
-DIRECT_ORDERING = "MMD_AT_PLUS_A"   # SuperLU's column order for the CPU solver (see _direct_solve)
 SOLVE_BATCH = 64        # imputations solved together: 64 x 3 x 128 x 128 float64 vectors are 25 MB each
 
 def removal_masks(cam: np.ndarray, percentiles: Sequence[int]) -> torch.Tensor:
@@ -167,51 +172,96 @@ def linear_solve(values: torch.Tensor, unknown: torch.Tensor, tol: float = RESID
     return values * (1 - unknown) + solution * unknown
 
 
-def _direct_solve(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """One imputation solved exactly on the host: (C, H, W) float64 image, (H, W) bool removed -> filled image.
+# the weights of the neighbours that come before a pixel in row-major order, in increasing unknown number:
+# (-1, -1), (-1, 0), (-1, +1), (0, -1) — the rows of a column's upper triangle
+_EARLIER_WEIGHTS = (1 / 12, 1 / 6, 1 / 12, 1 / 6)
 
-    The same system as the library's, assembled in a few vectorised numpy steps (the library fills a
-    ``lil_matrix`` element by element, more than half of its time here) and solved by SuperLU for all channels.
+
+def _kept_neighbour_sum(images: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """The right-hand sides of every imputation at once: the weighted sum of each pixel's kept neighbours,
+    (Q, C, H, W) float64 from (Q, C, H, W) images and (Q, H, W) removed (eight shifted adds in numpy, whose
+    per-operation cost on the CPU is a fraction of torch's at this size)."""
+    p = np.pad(images * ~removed[:, None], ((0, 0), (0, 0), (1, 1), (1, 1)))
+    edges = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
+    corners = p[..., :-2, :-2] + p[..., :-2, 2:] + p[..., 2:, :-2] + p[..., 2:, 2:]
+    return edges / 6 + corners / 12
+
+
+def _weight_sum(h: int, w: int) -> np.ndarray:
+    """Each pixel's in-bounds neighbour weight sum (the diagonal; the library drops the border's weights)."""
+    return _kept_neighbour_sum(np.ones((1, 1, h, w)), np.zeros((1, h, w), bool))[0, 0]
+
+
+def _upper_systems(removed: np.ndarray) -> list:
+    """The upper triangles of ``D - W`` for (Q, H, W) removed masks, as CSC matrices, all assembled at once.
+
+    Unknowns are numbered in row-major order, so column j's rows are its removed earlier neighbours, already in
+    increasing order, then j itself: shifted slices of one numbering array give every column of every system,
+    with no sort, no COO conversion and no per-system Python work but the final split.
     """
     from scipy.sparse import csc_matrix
-    from scipy.sparse.linalg import splu
 
-    c, h, w = image.shape
-    where = np.flatnonzero(removed.reshape(-1))
-    n = where.size
-    if n == 0:
-        return image.copy()
-    if n == h * w:                    # nothing kept: singular (the library returns NaN); zeros, as CG gives
-        return np.zeros_like(image)
-    index = np.full(h * w, -1, np.int64)
-    index[where] = np.arange(n)
-    ys, xs = np.divmod(where, w)
-    kept = torch.from_numpy(image * ~removed).unsqueeze(1)
-    rhs = _neighbour_sum(kept).squeeze(1).numpy().reshape(c, -1)[:, where].T
-    rows, cols, vals = [np.arange(n)], [np.arange(n)], []
-    diagonal = np.zeros(n)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy == dx == 0:
-                continue
-            weight = 1 / 6 if dy == 0 or dx == 0 else 1 / 12
-            y, x = ys + dy, xs + dx
-            inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
-            diagonal[inside] += weight
-            other = np.full(n, -1, np.int64)
-            other[inside] = index[y[inside] * w + x[inside]]
-            coupled = other >= 0
-            rows.append(np.flatnonzero(coupled))
-            cols.append(other[coupled])
-            vals.append(np.full(int(coupled.sum()), -weight))
-    matrix = csc_matrix((np.concatenate([diagonal] + vals), (np.concatenate(rows), np.concatenate(cols))),
-                        shape=(n, n))
-    # symmetric positive definite: a symmetric fill-reducing order and no pivoting search
-    solution = splu(matrix, permc_spec=DIRECT_ORDERING, diag_pivot_thresh=0.0,
-                    options={"SymmetricMode": True}).solve(rhs)
-    filled = image.reshape(c, -1).copy()
-    filled[:, where] = solution.reshape(n, -1).T
-    return filled.reshape(c, h, w)
+    q, h, w = removed.shape
+    flat = removed.reshape(q, -1)
+    number = np.full((q, h + 1, w + 2), -1, np.int32)     # one padding row above, one column each side
+    number[:, 1:, 1:-1] = np.where(removed, (np.cumsum(flat, 1, dtype=np.int32) - 1).reshape(q, h, w), -1)
+    rows = np.stack([number[:, :-1, :-2], number[:, :-1, 1:-1], number[:, :-1, 2:], number[:, 1:, :-2],
+                     number[:, 1:, 1:-1]], -1)
+    values = np.empty((h, w, 5))
+    values[..., :4] = np.negative(_EARLIER_WEIGHTS)
+    values[..., 4] = _weight_sum(h, w)
+    present = (rows >= 0) & removed[..., None]
+    column_sizes = present.sum(-1)
+    indices, data = rows[present], np.broadcast_to(values, rows.shape)[present]
+    out, at = [], 0
+    for k in range(q):
+        sizes = column_sizes[k][removed[k]]
+        indptr = np.zeros(sizes.size + 1, np.int64)
+        np.cumsum(sizes, out=indptr[1:])
+        n_entries = int(indptr[-1])
+        out.append(csc_matrix((data[at:at + n_entries], indices[at:at + n_entries], indptr),
+                              shape=(sizes.size, sizes.size)))
+        at += n_entries
+    return out
+
+
+def direct_impute(images: np.ndarray, removed: np.ndarray, workers: int = 1) -> np.ndarray:
+    """The noise-free imputation of (Q, C, H, W) float64 ``images`` where ``removed`` (Q, H, W) is True, by the
+    exact sparse solve on the host.
+
+    ``D - W`` is symmetric positive definite (module docstring), so an LDL^T factorisation without pivoting
+    (qdldl, with its AMD fill-reducing order) is exact up to float64 rounding: no tolerance, it agrees with the
+    library's SuperLU solve to ~1e-12 on eval's images. Imputations with the same mask (ties in a map make
+    several percentiles remove the same pixels) share one factorisation; qdldl releases the GIL while it
+    factorises, so ``workers`` masks factorise at once. An image with nothing kept gets zeros (its system is
+    singular; the library's solve returns NaN).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import qdldl
+
+    q, c, h, w = images.shape
+    out = images.copy()
+    counts = removed.reshape(q, -1).sum(1)
+    out[counts == h * w] = 0.0
+    groups: dict[bytes, list[int]] = {}
+    for k in np.flatnonzero((counts > 0) & (counts < h * w)):
+        groups.setdefault(removed[k].tobytes(), []).append(int(k))
+    members = list(groups.values())
+    if not members:
+        return out
+    firsts = [m[0] for m in members]
+    systems = _upper_systems(removed[firsts])
+    rhs = _kept_neighbour_sum(images, removed)
+
+    def solve(g: int) -> None:
+        factor, where = qdldl.Solver(systems[g], upper=True), removed[firsts[g]]
+        for k in members[g]:
+            out[k][:, where] = np.stack([factor.solve(np.ascontiguousarray(ch[where])) for ch in rhs[k]])
+
+    with ThreadPoolExecutor(max(1, min(workers, len(members)))) as pool:
+        list(pool.map(solve, range(len(members))))
+    return out
 
 
 def linear_impute(images: torch.Tensor, removed: torch.Tensor, tol: float = RESIDUAL_TOL,
@@ -221,17 +271,16 @@ def linear_impute(images: torch.Tensor, removed: torch.Tensor, tol: float = RESI
     Returns float32 images equal to the input on kept pixels and the solution of the neighbour-mean system on
     removed ones. ``solver``: ``"cg"`` — multigrid-preconditioned CG on the images' device, every image and
     channel its own system, all solved together until the largest residual is below ``tol``; ``"direct"`` —
-    the exact sparse solve on the host, one imputation at a time, assembled without the library's per-element
-    matrix fill; ``"auto"`` (default) — CG on an accelerator, direct for CPU tensors (on 2 CPU cores the
-    direct solve measured 2-3x faster than CG, BENCHMARKS.md).
+    the exact sparse solve on the host (:func:`direct_impute`, no tolerance); ``"auto"`` (default) — CG on an
+    accelerator, direct for CPU tensors (on 2 CPU cores the direct solve measured 10x+ faster than CG,
+    BENCHMARKS.md).
     """
     q, c, h, w = images.shape
     if solver == "auto":
         solver = "direct" if images.device.type == "cpu" else "cg"
     if solver == "direct":
         host = images.detach().cpu().to(torch.float64).numpy()
-        gone = removed.cpu().numpy().astype(bool)
-        out = np.stack([_direct_solve(host[k], gone[k]) for k in range(q)]) if q else host
+        out = direct_impute(host, removed.cpu().numpy().astype(bool), torch.get_num_threads())
         return torch.from_numpy(out).to(device=images.device, dtype=torch.float32)
     if solver != "cg":
         raise ValueError(f"solver must be 'auto', 'cg' or 'direct', not {solver!r}")

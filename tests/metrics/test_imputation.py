@@ -89,6 +89,22 @@ def test_odd_sizes_and_degenerate_masks(solver):
     assert float((imputation.linear_impute(x[1:], removed[1:], solver=solver)[0] - reference).abs().max()) <= 1e-5
 
 
+def test_direct_solve_shares_a_mask_s_factorisation_and_threads_without_changing_a_bit():
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    removed = imputation.removal_masks(_map_like(np.random.default_rng(3), 32), metrics.ROAD_PERCENTILES).numpy()
+    removed = np.concatenate([removed, removed[:3]])                 # the same masks again, on other images
+    images = np.random.default_rng(4).standard_normal((len(removed), 3, 32, 32)).astype(np.float32)
+    images = images.astype(np.float64)
+    alone = np.stack([imputation.direct_impute(images[k:k + 1], removed[k:k + 1])[0] for k in range(len(removed))])
+    together = imputation.direct_impute(images, removed, workers=2)
+    np.testing.assert_array_equal(together, alone)
+    for k in (0, len(removed) - 1):
+        reference = NoisyLinearImputer(noise=0.0)(torch.from_numpy(images[k]).float(),
+                                                  torch.from_numpy(~removed[k]).float())
+        assert float(np.abs(together[k] - reference.double().numpy()).max()) <= 1e-5
+
+
 def test_road_scores_match_road_combined_on_a_bundled_model():
     from pytorch_grad_cam.metrics.road import ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
