@@ -44,6 +44,7 @@ COARSEST = 8            # the coarse-grid cascade stops above this size
 SMOOTHING_SWEEPS = 2     # weighted-Jacobi sweeps before and after each coarse correction
 COARSEST_SWEEPS = 20     # sweeps on the coarsest grid (a fixed count keeps the cycle one linear operator)
 JACOBI_WEIGHT = 0.8
+SHARE_MASKS = 4         # masks a CPU worker thread assembles and factorises per task (direct solver)
 SOLVE_BATCH = 64        # imputations solved together: 64 x 3 x 128 x 128 float64 vectors are 25 MB each
 
 def removal_masks(cam: np.ndarray, percentiles: Sequence[int]) -> torch.Tensor:
@@ -225,6 +226,19 @@ def _upper_systems(removed: np.ndarray) -> list:
     return out
 
 
+def _solve_share(images: np.ndarray, removed: np.ndarray, out: np.ndarray, groups: list[list[int]]) -> None:
+    """One worker's share of :func:`direct_impute`: its masks' systems assembled together, each factorised once,
+    every imputation with that mask solved with it (3 channels, 3 triangular solves), written into ``out``."""
+    import qdldl
+
+    members = [k for group in groups for k in group]
+    rhs = dict(zip(members, _kept_neighbour_sum(images[members], removed[members])))
+    for group, system in zip(groups, _upper_systems(removed[[group[0] for group in groups]])):
+        factor, where = qdldl.Solver(system, upper=True), removed[group[0]]
+        for k in group:
+            out[k][:, where] = np.stack([factor.solve(np.ascontiguousarray(channel[where])) for channel in rhs[k]])
+
+
 def direct_impute(images: np.ndarray, removed: np.ndarray, workers: int = 1) -> np.ndarray:
     """The noise-free imputation of (Q, C, H, W) float64 ``images`` where ``removed`` (Q, H, W) is True, by the
     exact sparse solve on the host.
@@ -232,13 +246,11 @@ def direct_impute(images: np.ndarray, removed: np.ndarray, workers: int = 1) -> 
     ``D - W`` is symmetric positive definite (module docstring), so an LDL^T factorisation without pivoting
     (qdldl, with its AMD fill-reducing order) is exact up to float64 rounding: no tolerance, it agrees with the
     library's SuperLU solve to ~1e-12 on eval's images. Imputations with the same mask (ties in a map make
-    several percentiles remove the same pixels) share one factorisation; qdldl releases the GIL while it
-    factorises, so ``workers`` masks factorise at once. An image with nothing kept gets zeros (its system is
-    singular; the library's solve returns NaN).
+    several percentiles remove the same pixels) share one factorisation. qdldl and most of numpy release the
+    GIL, so ``workers`` threads take shares of a few masks each (largest first, for balance). An image with
+    nothing kept gets zeros (its system is singular; the library's solve returns NaN).
     """
     from concurrent.futures import ThreadPoolExecutor
-
-    import qdldl
 
     q, c, h, w = images.shape
     out = images.copy()
@@ -247,20 +259,11 @@ def direct_impute(images: np.ndarray, removed: np.ndarray, workers: int = 1) -> 
     groups: dict[bytes, list[int]] = {}
     for k in np.flatnonzero((counts > 0) & (counts < h * w)):
         groups.setdefault(removed[k].tobytes(), []).append(int(k))
-    members = list(groups.values())
-    if not members:
-        return out
-    firsts = [m[0] for m in members]
-    systems = _upper_systems(removed[firsts])
-    rhs = _kept_neighbour_sum(images, removed)
-
-    def solve(g: int) -> None:
-        factor, where = qdldl.Solver(systems[g], upper=True), removed[firsts[g]]
-        for k in members[g]:
-            out[k][:, where] = np.stack([factor.solve(np.ascontiguousarray(ch[where])) for ch in rhs[k]])
-
-    with ThreadPoolExecutor(max(1, min(workers, len(members)))) as pool:
-        list(pool.map(solve, range(len(members))))
+    ordered = sorted(groups.values(), key=lambda group: -counts[group[0]])
+    n_shares = min(len(ordered), max(workers, -(-len(ordered) // SHARE_MASKS)))
+    shares = [ordered[i::n_shares] for i in range(n_shares)]
+    with ThreadPoolExecutor(max(1, min(workers, n_shares))) as pool:
+        list(pool.map(lambda share: _solve_share(images, removed, out, share), shares))
     return out
 
 
