@@ -14,7 +14,9 @@ the two paths' per-image numbers (ROAD excluded: its imputation noise is seeded 
 ``--imputer`` compares ROAD's imputation instead, side by side in one run: per map (8 imputations of one
 128 px scene, the noise-free solve) pytorch-grad-cam's ``NoisyLinearImputer`` vs attnviz.metrics.imputation
 on ``--device``, then a whole ``run_eval`` of ``--models`` on ``--n`` scenes with ROAD on ``--road`` with
-``road_imputer="library"`` vs ``"torch"``, and the largest difference of the ROAD numbers between the two::
+``road_imputer="library"`` vs ``"torch"``, and the largest difference of the ROAD numbers between the two
+(``--rounds`` alternate library / attnviz imputation rounds, so that a change of load falls on both;
+``--skip-eval`` stops after the per-map comparison)::
 
     python benchmarks/eval_cost.py --imputer --models se --n 40 --road 30
 """
@@ -105,11 +107,46 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def compare_imputers(args: argparse.Namespace) -> None:
-    """ROAD's imputation: the library's per-input sparse solve vs attnviz's batched torch solve, in one run."""
-    import tempfile
+class Total:
+    """Wall and CPU seconds summed over several :class:`Clock` runs."""
 
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def add(self, clock: Clock) -> None:
+        self.wall += clock.wall
+        self.cpu += clock.cpu
+
+
+def _time_imputers(xs, masks, device: torch.device, rounds: int):
+    """The library's imputations of every map, then attnviz's (one call, as eval batches them), ``rounds`` times
+    alternately so that a change of the machine's load falls on both; the largest difference where the library's
+    result is finite, and how many inputs were left out of that."""
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    from attnviz.metrics import imputation
+
+    images = torch.cat([x.expand(len(ms), -1, -1, -1) for x, ms in zip(xs, masks)]).to(device)
+    removed = torch.cat(masks).to(device)
+    imputation.linear_impute(images[:8], removed[:8])            # warm-up (imports, allocator, kernels)
+    lib, ours = Total(), Total()
+    for _ in range(rounds):
+        with Clock() as clock:
+            ref = torch.cat([torch.stack([NoisyLinearImputer(noise=0.0)(x, (~m).float()) for m in ms])
+                             for x, ms in zip(xs, masks)])
+        lib.add(clock)
+        with Clock() as clock:
+            out = imputation.noisy_linear_impute(images, removed)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        ours.add(clock)
+    finite = torch.isfinite(ref.flatten(1)).all(1)
+    return lib, ours, float((out.cpu()[finite] - ref[finite]).abs().max()), int((~finite).sum())
+
+
+def compare_imputers(args: argparse.Namespace) -> None:
+    """ROAD's imputation: the library's per-input sparse solve vs attnviz's batched solve, in one run."""
+    import tempfile
 
     from attnviz.evaluation.run import run_eval
     from attnviz.metrics import imputation
@@ -121,20 +158,18 @@ def compare_imputers(args: argparse.Namespace) -> None:
     xs = [loaded.spec.preprocess(scenes.images[i])[0] for i in range(args.maps)]
     cams = [metrics._resize_to(e.cams["gradcam"].heatmap, tuple(xs[0].shape[-2:])).astype(np.float32) for e in es]
     masks = [imputation.removal_masks(c, metrics.ROAD_PERCENTILES) for c in cams]
-    with Clock() as lib:
-        ref = [torch.stack([NoisyLinearImputer(noise=0.0)(x, (~m).float()) for m in ms]) for x, ms in zip(xs, masks)]
     device = torch.device(args.device)
-    images = torch.cat([x.expand(len(ms), -1, -1, -1) for x, ms in zip(xs, masks)]).to(device)
-    removed = torch.cat(masks).to(device)
-    imputation.linear_impute(images[:8], removed[:8])            # warm-up (allocator, kernels)
-    with Clock() as ours:
-        out = imputation.noisy_linear_impute(images, removed)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    worst = float((out.cpu() - torch.cat(ref)).abs().max())
-    print(f"imputation, {args.maps} maps x 8 inputs ({xs[0].shape[-1]} px): library {lib.wall / args.maps:.3f} s "
-          f"per map ({lib.cpu / args.maps:.3f} s CPU), torch on {device} {ours.wall / args.maps:.3f} s per map "
-          f"({ours.cpu / args.maps:.3f} s CPU): {lib.wall / ours.wall:.1f}x; largest |difference| {worst:.1e}")
+    lib, ours, worst, skipped = _time_imputers(xs, masks, device, args.rounds)
+    print(f"{os.cpu_count()} CPUs, {args.threads} torch threads, torch {torch.__version__}; load average "
+          f"{os.getloadavg()[0]:.2f}")
+    per = args.maps * args.rounds
+    print(f"imputation, {args.maps} maps x 8 inputs ({xs[0].shape[-1]} px), {args.rounds} rounds: library "
+          f"{lib.wall / per:.3f} s per map ({lib.cpu / per:.3f} s CPU), attnviz on {device} {ours.wall / per:.3f} s "
+          f"per map ({ours.cpu / per:.3f} s CPU): {lib.wall / ours.wall:.1f}x wall, {lib.cpu / ours.cpu:.1f}x CPU; "
+          f"largest |difference| {worst:.1e} ({skipped} inputs with nothing kept left out: the library's is NaN); "
+          f"load average {os.getloadavg()[0]:.2f}")
+    if args.skip_eval:
+        return
     results = {}
     for imputer in ("library", "torch"):
         with tempfile.TemporaryDirectory() as out_dir, Clock() as clock:
@@ -143,8 +178,9 @@ def compare_imputers(args: argparse.Namespace) -> None:
                                         road_imputer=imputer)
         results[imputer + " clock"] = clock
         print(f"run_eval --models {args.models} --n {args.n} --road {args.road}, road_imputer={imputer}: "
-              f"{clock.wall:.1f} s wall, {clock.cpu:.1f} s CPU")
-    print(f"whole eval: {results['library clock'].wall / results['torch clock'].wall:.2f}x wall")
+              f"{clock.wall:.1f} s wall, {clock.cpu:.1f} s CPU; load average {os.getloadavg()[0]:.2f}")
+    lib_clock, our_clock = results["library clock"], results["torch clock"]
+    print(f"whole eval: {lib_clock.wall / our_clock.wall:.2f}x wall, {lib_clock.cpu / our_clock.cpu:.2f}x CPU")
     for lib_row, torch_row in zip(results["library"]["models"], results["torch"]["models"]):
         for name, values in lib_row["per_image"]["values"].items():
             if "road" not in values:
@@ -166,6 +202,8 @@ def main() -> None:
     p.add_argument("--skip-old", action="store_true")
     p.add_argument("--imputer", action="store_true", help="compare ROAD's imputers instead (see the docstring)")
     p.add_argument("--maps", type=int, default=6, help="maps imputed per side in the --imputer comparison")
+    p.add_argument("--rounds", type=int, default=2, help="alternate library / attnviz imputation rounds (--imputer)")
+    p.add_argument("--skip-eval", action="store_true", help="--imputer: the per-map imputation comparison only")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.imputer:

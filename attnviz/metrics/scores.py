@@ -7,8 +7,8 @@ Localisation (needs the object's true mask):
 Faithfulness (needs the model):
   deletion AUC  — remove the most salient pixels first: a faithful map makes the score fall fast (low is good)
   insertion AUC — reveal the most salient pixels first on a blurred image: the score should rise fast (high is good)
-  ROAD          — pytorch-grad-cam's ROADCombined (noisy linear imputation, solved in torch on the model's
-                  device by attnviz.metrics.imputation), higher is better
+  ROAD          — pytorch-grad-cam's ROADCombined (noisy linear imputation, solved by attnviz.metrics.imputation:
+                  an exact sparse solve on the CPU, batched CG on an accelerator), higher is better
 The faithfulness scores take several images with several maps each (``*_batch``) and run all their perturbed
 copies through the model in batches of at most :data:`FORWARD_BATCH`; the one-image functions are that batch
 of one.
@@ -258,8 +258,8 @@ def road_scores_batch(model: nn.Module, x: torch.Tensor, saliencies: Sequence[Se
     Each map's inputs are made in the order ``ROADCombined`` makes them (least relevant first at every
     percentile, then most relevant first), with the library's removal rule and noisy linear imputation:
     ``imputer="torch"`` solves the imputations of up to :data:`~attnviz.metrics.imputation.SOLVE_BATCH` maps'
-    inputs at once on the model's device (:mod:`attnviz.metrics.imputation`, within 1e-5 of the library's
-    direct solve), ``"library"`` runs pytorch-grad-cam's ``NoisyLinearImputer`` per input on the host. The model
+    inputs at once (:mod:`attnviz.metrics.imputation`: exact on the CPU, CG on an accelerator, within 1e-5 of
+    the library's direct solve), ``"library"`` runs pytorch-grad-cam's ``NoisyLinearImputer`` per input on the host. The model
     sees every input in batches of ``max_batch``. The imputation noise comes from torch's global generator in
     the library's draw order: with ``seeds[i]`` set, every map of image ``i`` starts from
     ``torch.manual_seed(seeds[i])`` (the caller's generator state is restored), so a score does not depend on
