@@ -43,10 +43,16 @@ def _close(ours, ref, what):
         assert err <= TOL, f"{what}: image {i} differs by {err:.2e}"
 
 
-@pytest.mark.parametrize("which", ["zoo", pytest.param("resnet50", marks=pytest.mark.slow)])
+# Each equality test runs per case; the default suite keeps it under ten minutes with the SE model, the slow suite
+# adds Coordinate Attention and the 224 px ResNet-50 (the library's passes there are most of the time).
+EACH_CASE = pytest.mark.parametrize("which", ["se", pytest.param("coord", marks=pytest.mark.slow),
+                                              pytest.param("resnet50", marks=pytest.mark.slow)])
+
+
+@EACH_CASE
 def test_eigen_smooth_and_aug_smooth_equal_the_library(cases, which):
     for label, model, layers, x, targets in cases:
-        if (label == "resnet50") != (which == "resnet50"):
+        if label != which:
             continue
         layer = model.get_submodule(layers[-1])
         # ResNet-50 at 224 px is the costly case (the library runs six passes for aug_smooth, and eigen_smooth's
@@ -67,8 +73,11 @@ def test_eigen_smooth_and_aug_smooth_equal_the_library(cases, which):
         assert count_hooks(model) == 0
 
 
-def test_fused_layers_equal_the_library_with_the_same_target_layers(cases):
+@EACH_CASE
+def test_fused_layers_equal_the_library_with_the_same_target_layers(cases, which):
     for label, model, layers, x, targets in cases:
+        if label != which:
+            continue
         modules = [model.get_submodule(n) for n in layers]
         for cls, method in ((GradCAM, "gradcam"), (LayerCAM, "layercam")):
             with cls(model=model, target_layers=modules) as lib:
@@ -89,8 +98,11 @@ def test_fused_backward_reaches_only_the_earliest_chosen_layer(resnet50):
     assert seen == []
 
 
-def test_contrast_is_logit_a_minus_logit_b_like_a_library_custom_target(cases):
+@EACH_CASE
+def test_contrast_is_logit_a_minus_logit_b_like_a_library_custom_target(cases, which):
     for label, model, layers, x, targets in cases:
+        if label != which:
+            continue
         contrasts = [(t + 1) % 3 if label != "resnet50" else (t + 7) % 1000 for t in targets]
         lib_targets = [lambda out, a=a, b=b: out[a] - out[b] for a, b in zip(targets, contrasts)]
         with GradCAM(model=model, target_layers=[model.get_submodule(layers[-1])]) as lib:
@@ -101,8 +113,11 @@ def test_contrast_is_logit_a_minus_logit_b_like_a_library_custom_target(cases):
         assert [e.contrast.index for e in ours] == contrasts
 
 
-def test_finercam_equals_the_library_by_default_and_with_a_contrast(cases):
+@EACH_CASE
+def test_finercam_equals_the_library_by_default_and_with_a_contrast(cases, which):
     for label, model, layers, x, targets in cases:
+        if label != which:
+            continue
         layer = model.get_submodule(layers[-1])
         with FinerCAM(model=model, target_layers=[layer]) as lib:
             ref_default = lib(x)  # each image's top-1 against its 3 most similar classes
