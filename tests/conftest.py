@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT_ROOT.parent / "shared"
 REFERENCE_JSON = SHARED / "reference" / "official_state_dicts.json"
 OUTPUT_DIR = Path(os.environ.get("ATTNVIZ_TEST_OUTPUT", PROJECT_ROOT / "test-output"))
+
+
+def zip_folder(folder: Path, path: Path, wrapper: str = "") -> Path:
+    """Zip every file under ``folder`` into ``path``, each name prefixed by ``wrapper`` (e.g. "scenes/": the layout
+    `attnviz synth export` writes, wrapped in one top folder as users zip it)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, wrapper + f.relative_to(folder).as_posix())
+    return path
 
 
 def count_hooks(model: torch.nn.Module) -> int:

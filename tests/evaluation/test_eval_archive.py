@@ -6,10 +6,10 @@ import csv
 import json
 import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import zip_folder
 
 from attnviz.app import cli
 from attnviz.data.export import export_scenes
@@ -25,14 +25,6 @@ def _private_cache(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def zip_folder(folder: Path, path: Path, wrapper: str = "") -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                zf.write(f, wrapper + f.relative_to(folder).as_posix())
-    return path
 
 
 def per_image(result: dict) -> dict:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import re
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import zip_folder
 from playwright.sync_api import expect
 from test_browser import compare, in_viewport, upload
 from webapp import running_app
@@ -33,12 +33,7 @@ def url():
 def scenes_zip(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dataset")
     folder = export_scenes(root / "scenes", 24, 777).root
-    path = root / "scenes24.zip"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                zf.write(f, "scenes24/" + f.relative_to(folder).as_posix())
-    return path
+    return zip_folder(folder, root / "scenes24.zip", wrapper="scenes24/")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import assert_json_close
+from conftest import assert_json_close, zip_folder
 from PIL import Image
 
 from attnviz.app import cli
@@ -46,12 +46,7 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
     """(folder, zip) of 12 exported benchmark scenes with masks, the zip wrapped in one top folder."""
     root = tmp_path_factory.mktemp("export")
     folder = export_scenes(root / "scenes", 12, 777).root
-    archive = root / "scenes.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                zf.write(f, "scenes/" + f.relative_to(folder).as_posix())
-    return folder, archive
+    return folder, zip_folder(folder, root / "scenes.zip", wrapper="scenes/")
 
 
 def tab(name: str) -> SimpleNamespace:
