@@ -51,16 +51,18 @@ def resolve_model(model: Model, device: str | torch.device | None) -> LoadedMode
     raise AttnvizError(f"explain() takes a model name, ModelSpec or nn.Module, not {type(model).__name__}")
 
 
-def check_applicable(models: Sequence[LoadedModel], methods: Sequence[str]) -> None:
+def check_applicable(models: Sequence[LoadedModel], methods: Sequence[str]) -> list[dict[str, str]]:
     """Refuse a request that asks for a method none of its models can compute (rollout with only CNNs): a
     contradiction in the request, told before any image is read. A method only *some* models can compute runs
-    on those; the others get an "n/a" cell with the reason (:attr:`Explanation.unavailable`)."""
+    on those; the others get an "n/a" cell with the reason (:attr:`Explanation.unavailable`). Returns, per model,
+    the methods it cannot compute and why."""
     missing = [unavailable_methods(r.model, methods) for r in models]
     for method in methods:
         if models and all(method in m for m in missing):
             names = ", ".join(r.name for r in models)
             raise TargetError(f"{catalogue.title(method)} cannot run on any of the selected models ({names}): it "
                               "needs a ViT/DeiT's global self-attention. Add a ViT/DeiT model or choose a CAM method.")
+    return missing
 
 
 def explain_batch(model: Model, images, methods: Sequence[str] = DEFAULT_METHODS,

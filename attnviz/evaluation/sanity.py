@@ -173,7 +173,7 @@ def run_sanity(models: Sequence[str] | None = None, n: int = DEFAULT_N, seed: in
                device: str | None = None, command: str | None = None, threads: int | None = None) -> dict:
     """Sanity checks for bundled models on ``n`` benchmark scenes (eval data seed, true class); writes
     ``out/sanity.json``, ``out/sanity.md`` and ``out/sanity.png``."""
-    from attnviz.api import check_applicable, unavailable_methods
+    from attnviz.api import check_applicable
     from attnviz.core import methods as catalogue
     from attnviz.data import synth
     from attnviz.data.scenes import EVAL_SEED, cached_scenes
@@ -191,13 +191,14 @@ def run_sanity(models: Sequence[str] | None = None, n: int = DEFAULT_N, seed: in
         if tuple(m.spec.class_names) != tuple(synth.CLASS_NAMES):
             raise AttnvizError(f"{m.spec.name} was not trained on the benchmark's classes; `attnviz sanity` "
                                "runs on benchmark scenes (use attnviz.evaluation.sanity_checks.sanity_model for other data).")
-    check_applicable(loaded, methods)    # a method no model can compute is a contradiction, told now
+    # a method no model can compute is a contradiction, told now; one only some can (LeGrad on a CNN) is left out
+    # of the others' rows
+    missing = check_applicable(loaded, methods)
     scenes = cached_scenes(n, seed, synth.IMAGE_SIZE, progress=progress)
     start = time.perf_counter()
     rows = []
-    for m in loaded:
+    for m, unavailable in zip(loaded, missing):
         x = m.spec.preprocess(scenes.images)
-        unavailable = unavailable_methods(m.model, methods)   # e.g. LeGrad on a CNN: that model's row lacks it
         rows.append(sanity_model(m, x, [int(v) for v in scenes.labels], [k for k in methods if k not in unavailable],
                                  layer=m.spec.default_layer, class_names=m.spec.class_names, name=m.spec.name,
                                  progress=progress, device=device))
